@@ -1,0 +1,44 @@
+# One target per job. Each bootstraps .venv on first use, so a fresh machine needs only python3.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+RUNTIME ?= cpu
+HOST ?= 127.0.0.1
+PORT ?= 8000
+SOURCE ?= distilbert-base-uncased
+OUT ?= models/export
+
+.PHONY: serve test test-fast export bench default-model train-head clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first and pinned: the local CPU wheel; anything else pulls gigabytes of CUDA packages.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[$(RUNTIME),export,test]"
+	touch $(STAMP)
+
+serve: $(STAMP)
+	$(PY) -m app --host $(HOST) --port $(PORT)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow and not container and not browser"
+
+export: $(STAMP)
+	$(PY) -m model_export $(SOURCE) --out $(OUT)
+
+bench: $(STAMP)
+	$(PY) -m app.bench
+
+default-model: $(STAMP)
+	$(PY) -m model_export.default_model build
+
+train-head: $(STAMP)
+	$(PY) -m model_export.default_model train
+
+clean:
+	rm -rf $(VENV) models .pytest_cache

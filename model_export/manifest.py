@@ -1,0 +1,164 @@
+"""The receipt every exported model directory carries, and its verification.
+
+This module is the contract between the exporter (which writes it) and the server (which refuses
+a directory it cannot trust). It imports nothing heavier than pydantic so the runtime image, which
+has no torch, can use it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+MANIFEST_FILE = "manifest.json"
+TOKENIZER_FILE = "tokenizer.json"
+FORMAT_VERSION = 1
+
+VariantName = Literal["fp32", "fp16", "int8"]
+Task = Literal["embed", "fill-mask"]
+Pooling = Literal["mean", "cls"]
+
+# Graph I/O names. The server binds these; the exporter must produce exactly these.
+INPUT_IDS = "input_ids"
+ATTENTION_MASK = "attention_mask"
+SENTENCE_EMBEDDING = "sentence_embedding"  # [batch, hidden] float32, pooled, not normalized
+MASK_LOGITS = "mask_logits"  # [num_masks, vocab] float32, only rows where input_ids == mask id
+MASK_POSITIONS = "mask_positions"  # [num_masks, 2] int64, (batch index, sequence index), row-major order
+
+
+class ManifestError(Exception):
+    """The directory is not something the server can serve; the message says why, in one line."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Source(_Strict):
+    kind: Literal["hub", "local"]
+    id: str = Field(description="Hub id or absolute path of the checkpoint.")
+    revision: str | None = Field(default=None, description="Hub commit, when known.")
+    weights_sha256: str = Field(description="sha256 of the weights file(s) the export read.")
+
+
+class SpecialToken(_Strict):
+    id: int
+    token: str
+
+
+class SpecialTokens(_Strict):
+    cls: SpecialToken
+    sep: SpecialToken
+    pad: SpecialToken
+    mask: SpecialToken | None = None
+    unk: SpecialToken | None = None
+
+
+class Architecture(_Strict):
+    model_type: Literal["distilbert", "bert"]
+    architecture: str = Field(description="transformers class of the checkpoint, e.g. DistilBertForMaskedLM.")
+    num_layers: int
+    num_heads: int
+    hidden_size: int
+    vocab_size: int
+
+
+class Parity(_Strict):
+    """How close a variant came to PyTorch on the fixed validation sentences."""
+
+    embedding_max_abs_diff: float
+    embedding_min_cosine: float
+    mask_logits_max_abs_diff: float | None = None
+    top1_agreement: float | None = None
+    top5_identical: bool | None = None
+    top_k_agreement_with_pipeline: float | None = None
+    sentences: int
+    gate: str = Field(description="The gate this variant passed, in words.")
+
+
+class Variant(_Strict):
+    file: str
+    sha256: str
+    dtype: Literal["float32", "float16", "int8"]
+    opset: int
+    onnxruntime_version: str
+    fused_ops: dict[str, int]
+    fusion_asserted: bool = Field(description="False only when exported with --allow-unfused.")
+    parity: Parity
+    intended_providers: list[str]
+
+
+class Manifest(_Strict):
+    format_version: int = FORMAT_VERSION
+    model_id: str = Field(description="Name the server reports, e.g. distilbert-base-uncased.")
+    source: Source
+    arch: Architecture
+    special_tokens: SpecialTokens
+    max_length: int
+    pooling: Pooling
+    tasks: list[Task]
+    tokenizer_file: str = TOKENIZER_FILE
+    tokenizer_sha256: str
+    variants: dict[VariantName, Variant]
+    exporter_version: str
+    created_at: str
+    demo: bool = Field(default=False, description="True for the offline demo default model.")
+    notes: list[str] = Field(default_factory=list)
+
+    def variant(self, name: str) -> Variant:
+        if name not in self.variants:
+            raise ManifestError(f"variant {name!r} is not in this model directory (has: {', '.join(self.variants)})")
+        return self.variants[name]  # type: ignore[index]
+
+
+def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_manifest(directory: Path, manifest: Manifest) -> Path:
+    path = directory / MANIFEST_FILE
+    path.write_text(json.dumps(manifest.model_dump(mode="json"), indent=2) + "\n")
+    return path
+
+
+def read_manifest(directory: Path) -> Manifest:
+    """Parse the manifest without checking files; use `verify_model_dir` before serving."""
+    path = Path(directory) / MANIFEST_FILE
+    if not path.is_file():
+        raise ManifestError(f"{directory}: no {MANIFEST_FILE}; export the model with `python -m model_export`")
+    try:
+        manifest = Manifest.model_validate_json(path.read_text())
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ManifestError(f"{path}: invalid manifest at {where}: {first['msg']}") from None
+    if manifest.format_version != FORMAT_VERSION:
+        raise ManifestError(f"{path}: format_version {manifest.format_version}, this server reads {FORMAT_VERSION}")
+    return manifest
+
+
+def verify_model_dir(directory: Path, variants: list[str] | None = None) -> Manifest:
+    """Read the manifest and check the tokenizer's and the named variants' checksums (all if None)."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    _check_file(directory / manifest.tokenizer_file, manifest.tokenizer_sha256)
+    for name in variants if variants is not None else list(manifest.variants):
+        variant = manifest.variant(name)
+        _check_file(directory / variant.file, variant.sha256)
+    return manifest
+
+
+def _check_file(path: Path, expected_sha256: str) -> None:
+    if not path.is_file():
+        raise ManifestError(f"{path}: listed in the manifest but missing")
+    actual = sha256_file(path)
+    if actual != expected_sha256:
+        raise ManifestError(f"{path}: sha256 {actual[:12]}... does not match the manifest's {expected_sha256[:12]}...")
