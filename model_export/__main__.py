@@ -1,0 +1,86 @@
+"""python -m model_export SOURCE --out DIR: export a DistilBERT/BERT checkpoint to a served model directory."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from model_export.variants import VARIANT_NAMES
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m model_export",
+        description="Export a DistilBERT or BERT checkpoint (hub id or local directory) to a fused, "
+        "validated ONNX model directory with a manifest.",
+    )
+    parser.add_argument("source", metavar="SOURCE", help="hub id (e.g. distilbert-base-uncased) or checkpoint directory")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="model directory to write (replaced atomically)")
+    parser.add_argument("--variants", default=",".join(VARIANT_NAMES), help="comma-separated subset of fp32,fp16,int8 (default: all)")
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
+    parser.add_argument("--max-length", type=int, default=None, help="max tokens per input (default: the model's, capped at 512)")
+    parser.add_argument("--pooling", choices=("mean", "cls"), default="mean", help="sentence embedding pooling (default: mean)")
+    parser.add_argument("--allow-unfused", action="store_true", help="write the model even if attention/layer norms did not fuse")
+    parser.add_argument("--revision", default=None, help="hub revision (branch, tag or commit)")
+    parser.add_argument("--model-id", default=None, help="name the server reports (default: hub id or directory name)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # Library chatter (progress bars, advisory warnings) would bury the export's own progress lines.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from model_export.errors import ExportError
+    from model_export.pipeline import ExportOptions, export_model
+
+    options = ExportOptions(
+        variants=tuple(name.strip() for name in args.variants.split(",") if name.strip()),
+        opset=args.opset,
+        max_length=args.max_length,
+        pooling=args.pooling,
+        allow_unfused=args.allow_unfused,
+        revision=args.revision,
+        model_id=args.model_id,
+    )
+    try:
+        manifest = export_model(args.source, args.out, options)
+    except ExportError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    print(render_summary(manifest, args.out))
+    return 0
+
+
+def render_summary(manifest, out: Path) -> str:  # noqa: ANN001 - a Manifest
+    """The fused-op table and parity figures, as a markdown-ish table for humans and the README."""
+    lines = [f"{manifest.model_id} -> {out}  (tasks: {', '.join(manifest.tasks)}, pooling {manifest.pooling}, max_length {manifest.max_length})"]
+    ops = sorted({op for variant in manifest.variants.values() for op in variant.fused_ops})
+    lines.append("")
+    lines.append("| variant | " + " | ".join(ops) + " |")
+    lines.append("|---" * (len(ops) + 1) + "|")
+    for name, variant in manifest.variants.items():
+        lines.append(f"| {name} | " + " | ".join(str(variant.fused_ops.get(op, 0)) for op in ops) + " |")
+    lines.append("")
+    lines.append("| variant | emb max abs diff | emb min cosine | logits max abs diff | top-1 agree | top-5 identical | pipeline top-5 agree | gate |")
+    lines.append("|---|---|---|---|---|---|---|---|")
+    for name, variant in manifest.variants.items():
+        p = variant.parity
+        mlm = p.top1_agreement is not None
+        lines.append(
+            f"| {name} | {p.embedding_max_abs_diff:.2e} | {p.embedding_min_cosine:.6f} | "
+            + (f"{p.mask_logits_max_abs_diff:.2e} | {p.top1_agreement:.0%} | {p.top5_identical} | {p.top_k_agreement_with_pipeline:.0%}" if mlm else "- | - | - | -")
+            + f" | {p.gate} |"
+        )
+    for note in manifest.notes:
+        lines.append(f"note: {note}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

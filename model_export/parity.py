@@ -1,0 +1,186 @@
+"""Compare an exported variant with PyTorch on the fixed validation sentences, and gate it.
+
+The reference is computed once per export from the original transformers model (not from the
+export wrapper): embeddings pooled here in numpy from its last hidden state, mask logits read
+from its full-vocab output, and fill-mask top-5 ids from transformers' `pipeline("fill-mask")`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model_export.manifest import (
+    ATTENTION_MASK,
+    INPUT_IDS,
+    MASK_LOGITS,
+    MASK_POSITIONS,
+    SENTENCE_EMBEDDING,
+    Parity,
+)
+from model_export.sentences import MASK, VALIDATION_SENTENCES
+
+TOP_K = 5
+
+
+@dataclass(frozen=True)
+class Gate:
+    """The bar a variant must clear; a None/False criterion is not checked."""
+
+    max_abs_diff: float | None = None
+    min_cosine: float | None = None
+    top5_identical: bool = False
+    top1_identical: bool = False
+    min_top1_agreement: float | None = None
+
+    def describe(self, has_mlm: bool) -> str:
+        parts = []
+        if self.max_abs_diff is not None:
+            parts.append(f"max abs diff <= {self.max_abs_diff:g}")
+        if self.min_cosine is not None:
+            parts.append(f"embedding cosine >= {self.min_cosine:g}")
+        if has_mlm and self.top5_identical:
+            parts.append("top-5 ids identical")
+        if has_mlm and self.top1_identical:
+            parts.append("top-1 identical")
+        if has_mlm and self.min_top1_agreement is not None:
+            parts.append(f"top-1 agreement >= {self.min_top1_agreement:.0%}")
+        return ", ".join(parts) or "none"
+
+    def failures(self, parity: Parity) -> list[str]:
+        """What the variant missed, in words; empty when it passed."""
+        has_mlm = parity.top1_agreement is not None
+        missed = []
+        if self.max_abs_diff is not None:
+            worst = max(parity.embedding_max_abs_diff, parity.mask_logits_max_abs_diff or 0.0)
+            if not worst <= self.max_abs_diff:
+                missed.append(f"max abs diff {worst:.3g} > {self.max_abs_diff:g}")
+        if self.min_cosine is not None and not parity.embedding_min_cosine >= self.min_cosine:
+            missed.append(f"embedding cosine {parity.embedding_min_cosine:.6f} < {self.min_cosine:g}")
+        if has_mlm and self.top5_identical and not parity.top5_identical:
+            missed.append("top-5 ids differ from PyTorch")
+        if has_mlm and self.top1_identical and parity.top1_agreement != 1.0:
+            missed.append(f"top-1 agreement {parity.top1_agreement:.0%}, not identical")
+        if has_mlm and self.min_top1_agreement is not None and not parity.top1_agreement >= self.min_top1_agreement:
+            missed.append(f"top-1 agreement {parity.top1_agreement:.0%} < {self.min_top1_agreement:.0%}")
+        return missed
+
+
+GATES: dict[str, Gate] = {
+    "fp32": Gate(max_abs_diff=1e-4, top5_identical=True),
+    "fp16": Gate(min_cosine=0.999, top1_identical=True),
+    "int8": Gate(min_cosine=0.99, min_top1_agreement=0.90),
+}
+
+
+@dataclass
+class Reference:
+    """PyTorch's answers on the validation batch, computed once per export."""
+
+    input_ids: np.ndarray
+    attention_mask: np.ndarray
+    embeddings: np.ndarray
+    mask_positions: np.ndarray | None = None  # [num_masks, 2]
+    mask_logits: np.ndarray | None = None  # [num_masks, vocab]
+    pipeline_top_k: np.ndarray | None = None  # [num_masks, TOP_K] token ids, same row order
+    sentences: list[str] = field(default_factory=list)
+
+
+def validation_sentences(mask_token: str | None) -> list[str]:
+    if mask_token is None:
+        return [sentence.replace(MASK, "something") for sentence in VALIDATION_SENTENCES]
+    return [sentence.replace(MASK, mask_token) for sentence in VALIDATION_SENTENCES]
+
+
+def mean_or_cls_pool(hidden: np.ndarray, attention_mask: np.ndarray, pooling: str) -> np.ndarray:
+    if pooling == "cls":
+        return hidden[:, 0]
+    weights = attention_mask[..., None].astype(np.float64)
+    return ((hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)).astype(np.float32)
+
+
+def compute_reference(model: Any, tokenizer: Any, has_mlm_head: bool, pooling: str, max_length: int) -> Reference:
+    import torch
+
+    mask_token = tokenizer.mask_token if has_mlm_head else None
+    sentences = validation_sentences(mask_token)
+    batch = tokenizer(sentences, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    inputs = {INPUT_IDS: batch["input_ids"], ATTENTION_MASK: batch["attention_mask"]}
+    with torch.no_grad():
+        output = model(**inputs, output_hidden_states=True)
+    hidden = output.hidden_states[-1].numpy()
+    attention_mask = inputs[ATTENTION_MASK].numpy()
+    reference = Reference(
+        input_ids=inputs[INPUT_IDS].numpy(),
+        attention_mask=attention_mask,
+        embeddings=mean_or_cls_pool(hidden, attention_mask, pooling),
+        sentences=sentences,
+    )
+    if has_mlm_head:
+        positions = np.argwhere(reference.input_ids == tokenizer.mask_token_id)
+        reference.mask_positions = positions
+        reference.mask_logits = output.logits.numpy()[positions[:, 0], positions[:, 1]]
+        reference.pipeline_top_k = _pipeline_top_k(model, tokenizer, sentences)
+    return reference
+
+
+def _pipeline_top_k(model: Any, tokenizer: Any, sentences: list[str]) -> np.ndarray:
+    """Top-k token ids from transformers' fill-mask pipeline, one row per mask, row-major."""
+    from transformers import pipeline
+
+    fill_mask = pipeline("fill-mask", model=model, tokenizer=tokenizer, top_k=TOP_K, device="cpu")
+    rows = []
+    for sentence in sentences:
+        if tokenizer.mask_token not in sentence:
+            continue
+        result = fill_mask(sentence)
+        per_mask = result if isinstance(result[0], list) else [result]
+        rows.extend([candidate["token"] for candidate in candidates] for candidates in per_mask)
+    return np.array(rows, dtype=np.int64)
+
+
+def run_onnx(path: Path, reference: Reference) -> dict[str, np.ndarray]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    names = [output.name for output in session.get_outputs()]
+    values = session.run(names, {INPUT_IDS: reference.input_ids, ATTENTION_MASK: reference.attention_mask})
+    return dict(zip(names, values, strict=True))
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a.astype(np.float64)
+    b = b.astype(np.float64)
+    return (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def top_k_ids(logits: np.ndarray, k: int = TOP_K) -> np.ndarray:
+    """Token ids of the k largest logits per row, largest first (ties broken by lower id)."""
+    order = np.argsort(-logits, axis=1, kind="stable")
+    return order[:, :k]
+
+
+def measure(path: Path, reference: Reference, gate: Gate) -> Parity:
+    outputs = run_onnx(path, reference)
+    embeddings = outputs[SENTENCE_EMBEDDING]
+    figures: dict[str, Any] = {
+        "embedding_max_abs_diff": float(np.abs(embeddings - reference.embeddings).max()),
+        "embedding_min_cosine": float(_cosines(embeddings, reference.embeddings).min()),
+        "sentences": len(reference.sentences),
+    }
+    if reference.mask_logits is not None:
+        if not np.array_equal(outputs[MASK_POSITIONS], reference.mask_positions):
+            raise AssertionError(f"{path.name}: mask_positions differ from where input_ids holds the mask token")
+        logits = outputs[MASK_LOGITS]
+        ours, theirs = top_k_ids(logits), top_k_ids(reference.mask_logits)
+        figures["mask_logits_max_abs_diff"] = float(np.abs(logits - reference.mask_logits).max())
+        figures["top1_agreement"] = float((ours[:, 0] == theirs[:, 0]).mean())
+        figures["top5_identical"] = bool(np.array_equal(ours, theirs) and np.array_equal(ours, reference.pipeline_top_k))
+        figures["top_k_agreement_with_pipeline"] = float((ours == reference.pipeline_top_k).all(axis=1).mean())
+    figures["gate"] = gate.describe(reference.mask_logits is not None)
+    return Parity(**figures)

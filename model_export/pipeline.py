@@ -1,0 +1,257 @@
+"""export_model: load -> export -> fuse -> derive variants -> validate -> write, atomically.
+
+The directory is built in a temporary sibling of `out_dir` and renamed into place only when
+everything passed, so a failed export leaves nothing half-written behind.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import onnx
+import onnxruntime
+
+from model_export import __version__
+from model_export.errors import ExportError, OutputDirectoryError, ParityError
+from model_export.loading import LoadedCheckpoint, load_checkpoint, resolve_source, weights_sha256
+from model_export.manifest import (
+    MANIFEST_FILE,
+    TOKENIZER_FILE,
+    Architecture,
+    Manifest,
+    Source,
+    SpecialToken,
+    SpecialTokens,
+    Variant,
+    sha256_file,
+    write_manifest,
+)
+from model_export.variants import DTYPES, INTENDED_PROVIDERS, VARIANT_NAMES, build_variant, variant_file
+
+Progress = Callable[[str], None]
+MAX_LENGTH_CAP = 512
+
+
+class InvalidOptionError(ExportError):
+    """An ExportOptions value (or CLI flag) is out of range."""
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    variants: tuple[str, ...] = VARIANT_NAMES
+    opset: int = 17
+    max_length: int | None = None  # None: the config's max_position_embeddings, capped at 512
+    pooling: str = "mean"
+    allow_unfused: bool = False
+    revision: str | None = None
+    model_id: str | None = None  # None: the hub id, or the checkpoint directory's name
+    demo: bool = False
+
+    def check(self) -> None:
+        unknown = [name for name in self.variants if name not in VARIANT_NAMES]
+        if unknown or not self.variants:
+            raise InvalidOptionError(f"variants must be among {', '.join(VARIANT_NAMES)} (got {', '.join(self.variants) or 'none'})")
+        if self.pooling not in ("mean", "cls"):
+            raise InvalidOptionError(f"pooling must be mean or cls (got {self.pooling!r})")
+        if not 14 <= self.opset <= 20:
+            raise InvalidOptionError(f"opset must be between 14 and 20 (got {self.opset})")
+        if self.max_length is not None and self.max_length < 2:
+            raise InvalidOptionError(f"max_length must be at least 2 (got {self.max_length})")
+
+
+def stderr_progress(message: str) -> None:
+    print(f"[export] {message}", file=sys.stderr, flush=True)
+
+
+def export_model(
+    source: str, out_dir: Path, options: ExportOptions = ExportOptions(), progress: Progress | None = None
+) -> Manifest:
+    """Export SOURCE (hub id or checkpoint directory) into `out_dir`; returns the manifest written there."""
+    say = progress or stderr_progress
+    options.check()
+    out_dir = Path(out_dir).expanduser().absolute()
+    staging = _make_staging_dir(out_dir)
+    try:
+        with tempfile.TemporaryDirectory(prefix="distilserve-export-") as scratch:
+            manifest = _build(source, staging, Path(scratch), options, say)
+        _move_into_place(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    say(f"wrote {out_dir} ({', '.join(manifest.variants)})")
+    return manifest
+
+
+def _build(source: str, staging: Path, scratch: Path, options: ExportOptions, say: Progress) -> Manifest:
+    # Imported here so `--help` and option errors do not pay for importing torch.
+    from model_export.fusion import fused_op_counts, optimize
+    from model_export.graph import ServingGraph, mlm_head
+    from model_export.onnx_export import export_onnx
+    from model_export.parity import GATES, compute_reference, measure
+
+    say(f"loading {source}" + (f" @ {options.revision}" if options.revision else ""))
+    resolved = resolve_source(source, options.revision)
+    checkpoint = load_checkpoint(resolved)
+    config = checkpoint.config
+    arch = Architecture(
+        model_type=config.model_type,
+        architecture=checkpoint.architecture,
+        num_layers=config.num_hidden_layers,
+        num_heads=config.num_attention_heads,
+        hidden_size=config.hidden_size,
+        vocab_size=config.vocab_size,
+    )
+    special = _special_tokens(checkpoint)
+    max_length = _max_length(config.max_position_embeddings, options.max_length)
+    tasks = ["embed", "fill-mask"] if checkpoint.has_mlm_head else ["embed"]
+    say(f"loaded {checkpoint.architecture}: {arch.num_layers} layers, {arch.num_heads} heads, hidden {arch.hidden_size}, tasks {', '.join(tasks)}")
+
+    say(f"exporting ONNX (opset {options.opset}, pooling {options.pooling})")
+    head = mlm_head(checkpoint.model) if checkpoint.has_mlm_head else None
+    graph = ServingGraph(checkpoint.encoder, head, special.mask.id if special.mask else None, options.pooling)
+    raw_path = scratch / "model.raw.onnx"
+    export_onnx(graph, raw_path, options.opset, example_token_id=special.unk.id if special.unk else special.cls.id)
+
+    say("fusing (onnxruntime transformers optimizer, model_type=bert)")
+    optimized_path = scratch / "model.optimized.onnx"
+    counts, fusion_asserted = optimize(
+        raw_path, optimized_path, arch.num_heads, arch.hidden_size, arch.num_layers, options.allow_unfused
+    )
+    say("fused ops: " + ", ".join(f"{op}={count}" for op, count in counts.items()))
+    notes = []
+    if not fusion_asserted:
+        notes.append("exported with --allow-unfused: the fused-op assertion did not hold")
+        say("WARNING: fusion incomplete, continuing because of --allow-unfused")
+
+    reference = compute_reference(checkpoint.model, checkpoint.tokenizer, checkpoint.has_mlm_head, options.pooling, max_length)
+    say(f"validating against PyTorch on {len(reference.sentences)} sentences (padded batch) and pipeline('fill-mask')")
+    variants: dict[str, Variant] = {}
+    for name in options.variants:
+        path = scratch / variant_file(name)
+        if name == "fp32":
+            shutil.copyfile(optimized_path, path)
+        else:
+            say(f"{'quantizing' if name == 'int8' else 'converting'} {name}")
+            build_variant(name, optimized_path, path)
+        gate = GATES[name]
+        parity = measure(path, reference, gate)
+        say(f"validating {name}: {_figures(parity)}")
+        missed = gate.failures(parity)
+        if missed:
+            reason = f"{name} not written: missed its gate ({'; '.join(missed)})"
+            notes.append(reason)
+            say(reason)
+            continue
+        shutil.move(path, staging / variant_file(name))
+        variants[name] = Variant(
+            file=variant_file(name),
+            sha256=sha256_file(staging / variant_file(name)),
+            dtype=DTYPES[name],
+            opset=options.opset,
+            onnxruntime_version=onnxruntime.__version__,
+            fused_ops=fused_op_counts(onnx.load(str(staging / variant_file(name)), load_external_data=False)),
+            fusion_asserted=fusion_asserted,
+            parity=parity,
+            intended_providers=INTENDED_PROVIDERS[name],
+        )
+    if not variants:
+        raise ParityError("no variant passed its parity gate: " + "; ".join(notes))
+
+    tokenizer_path = staging / TOKENIZER_FILE
+    _save_tokenizer(checkpoint, tokenizer_path)
+    manifest = Manifest(
+        model_id=options.model_id or (resolved.id if resolved.kind == "hub" else resolved.directory.name),
+        source=Source(kind=resolved.kind, id=resolved.id, revision=resolved.revision, weights_sha256=weights_sha256(resolved)),
+        arch=arch,
+        special_tokens=special,
+        max_length=max_length,
+        pooling=options.pooling,
+        tasks=tasks,
+        tokenizer_sha256=sha256_file(tokenizer_path),
+        variants=variants,
+        exporter_version=__version__,
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        demo=options.demo,
+        notes=notes,
+    )
+    write_manifest(staging, manifest)
+    return manifest
+
+
+def _figures(parity) -> str:  # noqa: ANN001 - a Parity
+    text = f"embedding max|diff| {parity.embedding_max_abs_diff:.2e}, min cosine {parity.embedding_min_cosine:.6f}"
+    if parity.top1_agreement is not None:
+        text += (
+            f", logits max|diff| {parity.mask_logits_max_abs_diff:.2e}, top-1 agreement {parity.top1_agreement:.0%}, "
+            f"top-5 identical {parity.top5_identical}, pipeline top-5 agreement {parity.top_k_agreement_with_pipeline:.0%}"
+        )
+    return text
+
+
+def _max_length(max_position_embeddings: int, requested: int | None) -> int:
+    if requested is None:
+        return min(max_position_embeddings, MAX_LENGTH_CAP)
+    if requested > max_position_embeddings:
+        raise InvalidOptionError(f"max_length {requested} exceeds the model's max_position_embeddings {max_position_embeddings}")
+    return requested
+
+
+def _special_tokens(checkpoint: LoadedCheckpoint) -> SpecialTokens:
+    tokenizer = checkpoint.tokenizer
+
+    def token(name: str) -> SpecialToken | None:
+        text, token_id = getattr(tokenizer, f"{name}_token", None), getattr(tokenizer, f"{name}_token_id", None)
+        return SpecialToken(id=token_id, token=str(text)) if text is not None and token_id is not None else None
+
+    found = {name: token(name) for name in ("cls", "sep", "pad", "mask", "unk")}
+    required = ["cls", "sep", "pad"] + (["mask"] if checkpoint.has_mlm_head else [])
+    missing = [name for name in required if found[name] is None]
+    if missing:
+        raise ExportError(f"{checkpoint.source.id}: the tokenizer has no {', '.join(missing)} token")
+    return SpecialTokens(**found)
+
+
+def _save_tokenizer(checkpoint: LoadedCheckpoint, path: Path) -> None:
+    """The fast tokenizer as tokenizer.json, with padding and truncation off (the server owns both)."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_str(checkpoint.tokenizer.backend_tokenizer.to_str())
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    tokenizer.save(str(path))
+
+
+def _make_staging_dir(out_dir: Path) -> Path:
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise OutputDirectoryError(f"{out_dir}: exists and is not a directory")
+        if any(out_dir.iterdir()) and not (out_dir / MANIFEST_FILE).is_file():
+            raise OutputDirectoryError(f"{out_dir}: exists, is not empty and is not a model directory; refusing to replace it")
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+        staging.chmod(0o755)  # mkdtemp's 0700 would survive the rename and lock out the server's user
+        return staging
+    except OSError as error:
+        raise OutputDirectoryError(f"{out_dir}: cannot write there: {error.strerror or error}") from None
+
+
+def _move_into_place(staging: Path, out_dir: Path) -> None:
+    """Replace `out_dir` (absent, empty, or a previous model directory) with `staging`."""
+    previous = None
+    try:
+        if out_dir.exists():
+            previous = out_dir.with_name(f".{out_dir.name}.previous-{staging.name}")
+            out_dir.rename(previous)
+        staging.rename(out_dir)
+    except OSError as error:
+        if previous is not None and not out_dir.exists():
+            previous.rename(out_dir)
+        raise OutputDirectoryError(f"{out_dir}: cannot write there: {error.strerror or error}") from None
+    if previous is not None:
+        shutil.rmtree(previous, ignore_errors=True)
