@@ -1,0 +1,183 @@
+// The inference widget: fill-mask via POST fill-mask, sentence similarity via POST embed.
+// Plain browser JavaScript, no build step and no external resources, so it works offline.
+"use strict";
+
+(function () {
+  const $ = (id) => document.getElementById(id);
+
+  function headers() {
+    const h = { "Content-Type": "application/json" };
+    const key = $("api-key").value.trim();
+    if (key) h["Authorization"] = "Bearer " + key;
+    return h;
+  }
+
+  // Both error styles the server speaks: {"error": "..."} and {"error": {"message": "..."}}.
+  function errorMessage(status, body) {
+    if (body && typeof body.error === "string") return body.error;
+    if (body && body.error && typeof body.error.message === "string") return body.error.message;
+    if (body && body.detail) return typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
+    return "HTTP " + status;
+  }
+
+  async function postJSON(path, payload) {
+    const response = await fetch(path, { method: "POST", headers: headers(), body: JSON.stringify(payload) });
+    let body = null;
+    try { body = await response.json(); } catch (e) { body = null; }
+    if (!response.ok) {
+      const message = errorMessage(response.status, body);
+      if (response.status === 401) {
+        $("key-box").open = true;
+        throw new Error(message + " (enter the API key above)");
+      }
+      throw new Error(message);
+    }
+    return { body: body, totalMs: response.headers.get("x-total-time") };
+  }
+
+  function showError(prefix, error) {
+    const box = $(prefix + "-error");
+    if (error) {
+      box.textContent = error.message || String(error);
+      box.hidden = false;
+    } else {
+      box.textContent = "";
+      box.hidden = true;
+    }
+  }
+
+  function showTime(prefix, totalMs) {
+    $(prefix + "-time").textContent = totalMs === null || totalMs === undefined ? "" : "Computed in " + totalMs + " ms";
+  }
+
+  // One labelled bar; width is the score clamped to [0, 1].
+  function barRow(label, score, className) {
+    const row = document.createElement("div");
+    row.className = "bar-row " + (className || "");
+    const name = document.createElement("span");
+    name.className = "bar-label";
+    name.textContent = label;
+    const track = document.createElement("span");
+    track.className = "bar-track";
+    const fill = document.createElement("span");
+    fill.className = "bar-fill";
+    fill.style.width = (Math.max(0, Math.min(1, score)) * 100).toFixed(1) + "%";
+    track.appendChild(fill);
+    const value = document.createElement("span");
+    value.className = "bar-score";
+    value.textContent = score.toFixed(3);
+    row.append(name, track, value);
+    return row;
+  }
+
+  async function loadInfo() {
+    try {
+      const response = await fetch("info");
+      if (!response.ok) throw new Error("HTTP " + response.status);
+      const info = await response.json();
+      $("model-id").textContent = info.model_id || "unknown model";
+      if (info.demo === true || info.model_demo === true) $("demo-badge").hidden = false;
+      const mask = info.mask_token;
+      if (typeof mask === "string" && mask) {
+        $("mask-token").textContent = mask;
+        const input = $("fill-mask-input");
+        if (mask !== "[MASK]") input.value = input.value.split("[MASK]").join(mask);
+      }
+      const tasks = Array.isArray(info.tasks) ? info.tasks : null;
+      if (tasks && !tasks.includes("fill-mask") && !tasks.includes("fill_mask")) {
+        $("fill-mask-card").classList.add("unavailable");
+        showError("fill-mask", new Error("This model has no masked-LM head: fill-mask is not available."));
+        $("fill-mask-submit").disabled = true;
+      }
+    } catch (e) {
+      $("model-id").textContent = "model info unavailable";
+    }
+  }
+
+  async function runFillMask(event) {
+    event.preventDefault();
+    const button = $("fill-mask-submit");
+    const results = $("fill-mask-results");
+    button.disabled = true;
+    showError("fill-mask", null);
+    try {
+      const payload = {
+        inputs: $("fill-mask-input").value,
+        parameters: { top_k: parseInt($("fill-mask-top-k").value, 10) },
+      };
+      const { body, totalMs } = await postJSON("fill-mask", payload);
+      // One mask -> a list of predictions; several masks -> one list per mask.
+      const groups = body.length && Array.isArray(body[0]) ? body : [body];
+      results.replaceChildren();
+      groups.forEach((predictions, index) => {
+        if (groups.length > 1) {
+          const title = document.createElement("div");
+          title.className = "group-title";
+          title.textContent = "Mask " + (index + 1);
+          results.appendChild(title);
+        }
+        predictions.forEach((p) => {
+          const row = barRow(p.token_str, p.score, "prediction");
+          row.title = p.sequence;
+          results.appendChild(row);
+        });
+      });
+      showTime("fill-mask", totalMs);
+    } catch (e) {
+      results.replaceChildren();
+      showTime("fill-mask", null);
+      showError("fill-mask", e);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  function dot(a, b) {
+    let sum = 0;
+    for (let i = 0; i < a.length; i++) sum += a[i] * b[i];
+    return sum;
+  }
+
+  async function runSimilarity(event) {
+    event.preventDefault();
+    const button = $("similarity-submit");
+    const results = $("similarity-results");
+    button.disabled = true;
+    showError("similarity", null);
+    try {
+      const source = $("similarity-source").value;
+      const sentences = Array.from(document.querySelectorAll(".similarity-sentence"))
+        .map((input) => input.value)
+        .filter((text) => text.trim() !== "");
+      if (!source.trim() || sentences.length === 0) throw new Error("Enter a source sentence and at least one other.");
+      // normalize=true makes the dot product the cosine similarity.
+      const { body, totalMs } = await postJSON("embed", { inputs: [source].concat(sentences), normalize: true });
+      const [sourceVector, ...others] = body;
+      results.replaceChildren();
+      others.forEach((vector, i) => results.appendChild(barRow(sentences[i], dot(sourceVector, vector), "similarity")));
+      showTime("similarity", totalMs);
+    } catch (e) {
+      results.replaceChildren();
+      showTime("similarity", null);
+      showError("similarity", e);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  function addSentence() {
+    const input = document.createElement("input");
+    input.type = "text";
+    input.className = "similarity-sentence";
+    input.placeholder = "Another sentence";
+    $("similarity-sentences").appendChild(input);
+    input.focus();
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    $("fill-mask-form").addEventListener("submit", runFillMask);
+    $("similarity-form").addEventListener("submit", runSimilarity);
+    $("similarity-add").addEventListener("click", addSentence);
+    loadInfo();
+  });
+})();

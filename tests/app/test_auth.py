@@ -1,0 +1,90 @@
+"""The optional API key: missing, wrong and right keys; open routes stay open; no key set means no check."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi import APIRouter, FastAPI
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from app.auth import auth_dependencies, key_matches
+from app.errors import install_error_handlers
+
+KEY = "s3cret-key"
+
+
+def small_app(api_key: SecretStr | None) -> FastAPI:
+    app = FastAPI()
+    install_error_handlers(app)
+    guarded = APIRouter()
+
+    @guarded.post("/embed")
+    def embed() -> list[int]:
+        return [1]
+
+    @guarded.post("/v1/embeddings")
+    def embeddings() -> dict[str, str]:
+        return {"object": "list"}
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.include_router(guarded, dependencies=auth_dependencies(api_key))
+    return app
+
+
+@pytest.fixture(scope="module")
+def client() -> TestClient:
+    return TestClient(small_app(SecretStr(KEY)))
+
+
+def test_missing_key_is_401_tei_style(client: TestClient) -> None:
+    response = client.post("/embed")
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert response.json() == {"error": "missing API key: send `Authorization: Bearer <key>`", "error_type": "unauthorized"}
+
+
+@pytest.mark.parametrize("header", [f"Bearer {KEY}x", "Bearer ", f"Basic {KEY}", KEY, f"Bearer {KEY[:-1]}"])
+def test_wrong_key_is_401(client: TestClient, header: str) -> None:
+    response = client.post("/embed", headers={"Authorization": header})
+    assert response.status_code == 401
+    assert response.json()["error_type"] == "unauthorized"
+
+
+def test_right_key_passes(client: TestClient) -> None:
+    assert client.post("/embed", headers={"Authorization": f"Bearer {KEY}"}).json() == [1]
+    assert client.post("/embed", headers={"authorization": f"bearer {KEY}"}).status_code == 200
+
+
+def test_openai_paths_get_openai_style_401(client: TestClient) -> None:
+    response = client.post("/v1/embeddings", headers={"Authorization": "Bearer nope"})
+    assert response.status_code == 401
+    assert response.json() == {
+        "error": {"message": "invalid API key", "type": "authentication_error", "code": "unauthorized"}
+    }
+
+
+def test_open_routes_need_no_key(client: TestClient) -> None:
+    assert client.get("/health").status_code == 200
+
+
+def test_openapi_declares_bearer_only_when_a_key_is_set() -> None:
+    with_key = TestClient(small_app(SecretStr(KEY))).get("/openapi.json").json()
+    assert with_key["components"]["securitySchemes"]["api_key"]["scheme"] == "bearer"
+    assert with_key["paths"]["/embed"]["post"]["security"] == [{"api_key": []}]
+    assert "security" not in with_key["paths"]["/health"]["get"]
+    without_key = TestClient(small_app(None)).get("/openapi.json").json()
+    assert "securitySchemes" not in without_key.get("components", {})
+
+
+@pytest.mark.parametrize("api_key", [None, SecretStr("")])
+def test_no_key_configured_means_open(api_key: SecretStr | None) -> None:
+    assert TestClient(small_app(api_key)).post("/embed").status_code == 200
+
+
+def test_key_comparison() -> None:
+    assert key_matches(KEY, SecretStr(KEY))
+    assert not key_matches(KEY + "x", SecretStr(KEY))
+    assert key_matches("ключ", SecretStr("ключ"))
