@@ -1,0 +1,124 @@
+# syntax=docker/dockerfile:1
+# distilserve images. Targets:
+#   cpu     onnxruntime on CPU (the default target)
+#   gpu     onnxruntime-gpu with the CUDA / cuDNN runtime libraries from NVIDIA's pip wheels
+#   export  torch + transformers; builds the model directory that the runtime targets copy
+# Neither runtime target contains torch. See docs/deploy.md.
+#
+#   docker build --target cpu -t distilserve:cpu .
+#   docker build --target gpu -t distilserve:gpu .
+#   docker build --target cpu --build-arg MODEL_SOURCE=distilbert-base-uncased -t distilserve:distilbert .
+
+# Any Debian bookworm (python3 3.11) image works: a registry mirror or a locally imported rootfs.
+ARG BASE_IMAGE=debian:bookworm-slim
+
+FROM ${BASE_IMAGE} AS python-base
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
+
+# --- export: torch (CPU) + transformers; writes /models/default -------------------------------
+FROM python-base AS export
+# torch first and pinned to the CPU build: any other spec pulls gigabytes of CUDA wheels.
+ARG TORCH_VERSION=2.13.0
+# Empty it when the CPU wheel comes from a local wheelhouse (PIP_FIND_LINKS) instead.
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+RUN python3 -m venv /opt/export \
+    && /opt/export/bin/pip install "torch==${TORCH_VERSION}" \
+       ${TORCH_INDEX_URL:+--extra-index-url "${TORCH_INDEX_URL}"}
+WORKDIR /src
+# Dependencies from pyproject.toml alone (empty packages), so a code change reuses this layer.
+COPY pyproject.toml ./
+RUN mkdir app model_export && touch app/__init__.py model_export/__init__.py \
+    && /opt/export/bin/pip install ".[cpu,export]"
+COPY pyproject.toml README.md* ./
+COPY app ./app
+COPY model_export ./model_export
+RUN /opt/export/bin/pip install --no-deps --force-reinstall .
+# Empty: the offline default model (all-MiniLM-L6-v2 weights + the shipped masked-LM head).
+# Otherwise a Hugging Face hub id (the build needs network), exported with every variant. A model
+# exported elsewhere is better mounted at /models/default at run time (docs/deploy.md).
+ARG MODEL_SOURCE=""
+# fp16 is what the gpu target serves; fp32 and int8 the cpu target.
+ARG MODEL_VARIANTS=fp32,fp16,int8
+ENV HF_HOME=/tmp/hf
+RUN if [ -z "${MODEL_SOURCE}" ]; then \
+        /opt/export/bin/python -m model_export.default_model build \
+            --out /models/default --variants "${MODEL_VARIANTS}"; \
+    else \
+        /opt/export/bin/python -m model_export "${MODEL_SOURCE}" \
+            --out /models/default --variants "${MODEL_VARIANTS}"; \
+    fi \
+    && rm -rf /tmp/hf
+
+# --- runtime virtual environments ---------------------------------------------------------------
+FROM python-base AS venv-cpu
+WORKDIR /src
+COPY pyproject.toml ./
+RUN mkdir app model_export && touch app/__init__.py model_export/__init__.py \
+    && python3 -m venv /opt/venv \
+    && /opt/venv/bin/pip install ".[cpu]"
+COPY pyproject.toml README.md* ./
+COPY app ./app
+COPY model_export ./model_export
+RUN /opt/venv/bin/pip install --no-deps --force-reinstall . \
+    && /opt/venv/bin/pip uninstall -y pip
+
+FROM python-base AS venv-gpu
+WORKDIR /src
+COPY pyproject.toml ./
+# onnxruntime-gpu's `cuda` and `cudnn` extras install NVIDIA's CUDA runtime, cuBLAS, cuFFT, cuRAND
+# and cuDNN 9 as wheels (CUDA 13 for onnxruntime-gpu 1.31), so the image needs no CUDA base image,
+# only the host driver that the NVIDIA Container Toolkit mounts. For hosts on a CUDA 12 driver
+# pin an older build, e.g. --build-arg ORT_GPU='onnxruntime-gpu[cuda,cudnn]==1.22.0'.
+ARG ORT_GPU="onnxruntime-gpu[cuda,cudnn]"
+# The libraries are linked into one directory on LD_LIBRARY_PATH, where onnxruntime's dlopen finds them.
+RUN mkdir app model_export && touch app/__init__.py model_export/__init__.py \
+    && python3 -m venv /opt/venv \
+    && /opt/venv/bin/pip install ".[gpu]" "${ORT_GPU}" \
+    && mkdir -p /opt/cuda-libs \
+    && find /opt/venv/lib/python3*/site-packages/nvidia -name 'lib*.so*' -exec ln -sf {} /opt/cuda-libs/ \;
+COPY pyproject.toml README.md* ./
+COPY app ./app
+COPY model_export ./model_export
+RUN /opt/venv/bin/pip install --no-deps --force-reinstall . \
+    && /opt/venv/bin/pip uninstall -y pip
+
+# --- runtime targets ----------------------------------------------------------------------------
+FROM python-base AS runtime
+RUN groupadd --system --gid 10001 distilserve \
+    && useradd --system --uid 10001 --gid distilserve --home-dir /nonexistent --no-create-home \
+       --shell /usr/sbin/nologin distilserve
+ENV PATH=/opt/venv/bin:${PATH} \
+    HOME=/tmp \
+    DISTILSERVE_MODEL_DIR=/models/default \
+    DISTILSERVE_CACHE_DIR=/tmp/distilserve
+COPY --from=export /models/default /models/default
+EXPOSE 8000
+# Nothing is written outside /tmp (mount it as tmpfs/emptyDir with a read-only root filesystem).
+VOLUME ["/tmp"]
+USER 10001:10001
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=2).status != 200)"]
+CMD ["python", "-m", "app", "--model-dir", "/models/default", "--host", "0.0.0.0", "--port", "8000"]
+
+FROM runtime AS gpu
+COPY --from=venv-gpu /opt/venv /opt/venv
+COPY --from=venv-gpu /opt/cuda-libs /opt/cuda-libs
+# fp16 is what the server picks on CUDA; set DISTILSERVE_STRICT_PROVIDERS=true to refuse to start
+# when CUDA is not usable instead of falling back to the CPU.
+ENV LD_LIBRARY_PATH=/opt/cuda-libs \
+    NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility \
+    DISTILSERVE_PROVIDERS=CUDAExecutionProvider,CPUExecutionProvider
+
+# The default target (last stage) is the CPU image.
+FROM runtime AS cpu
+ENV DISTILSERVE_PROVIDERS=CPUExecutionProvider
+COPY --from=venv-cpu /opt/venv /opt/venv
