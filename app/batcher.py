@@ -1,0 +1,300 @@
+"""A dynamic batcher generic over its items. It knows token counts, not HTTP and not ONNX.
+
+Promises (each has a test in tests/app/test_batcher.py):
+- each submitted item is its own queue entry, and every accepted entry's future gets a result or an error;
+- a batch holds at most `max_batch_size` items and `max_batch_tokens` padded tokens
+  (longest item x count), built around the oldest entry from entries of similar length;
+- a full queue refuses a submission at once (`Overloaded`), all or nothing;
+- entries whose future was cancelled (the client went away) are dropped, never run;
+- a failure while preparing or running a batch fails that batch's entries only;
+- if the loop itself dies, every pending entry fails and `healthy` turns False;
+- `prepare` of the next batch (on the event loop) overlaps `run` of the current one, which happens on a
+  single worker thread so the event loop stays free and one warm session serves every batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+from app.errors import BackendError, Overloaded, ServiceError, Unhealthy
+
+log = logging.getLogger("distilserve.batcher")
+
+ItemT = TypeVar("ItemT")
+PreparedT = TypeVar("PreparedT")
+OutputT = TypeVar("OutputT")
+ItemT_contra = TypeVar("ItemT_contra", contravariant=True)
+OutputT_co = TypeVar("OutputT_co", covariant=True)
+
+
+class BatchProcessor(Protocol[ItemT, PreparedT, OutputT]):
+    def prepare(self, items: Sequence[ItemT]) -> PreparedT:
+        """Collate a batch (on the event loop, while the previous batch runs). Must be quick."""
+        ...
+
+    def run(self, prepared: PreparedT) -> Sequence[OutputT | Exception]:
+        """Run a batch on the worker thread: one output (or an Exception for that item) per item, in order."""
+        ...
+
+
+@dataclass(frozen=True)
+class ItemResult(Generic[OutputT]):
+    value: OutputT
+    queue_s: float
+    inference_s: float
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    size: int
+    padded_tokens: int
+    real_tokens: int
+    inference_s: float
+    failed: bool
+
+    @property
+    def padding_ratio(self) -> float:
+        return 1.0 - self.real_tokens / self.padded_tokens if self.padded_tokens else 0.0
+
+
+@dataclass(eq=False)
+class _Entry(Generic[ItemT]):
+    item: ItemT
+    length: int
+    future: asyncio.Future[Any]
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+def plan_batch(lengths: Sequence[int], max_batch_tokens: int, max_batch_size: int) -> list[int]:
+    """Choose queue positions for the next batch; `lengths` is in arrival order.
+
+    The oldest entry is always taken (so nothing starves); the others are added closest length first
+    while longest x count stays within the token budget. The result is sorted by length.
+    """
+    if not lengths:
+        return []
+    head = lengths[0]
+    chosen = [0]
+    longest = head
+    order = sorted(range(1, len(lengths)), key=lambda index: (abs(lengths[index] - head), index))
+    for index in order:
+        if len(chosen) >= max_batch_size:
+            break
+        candidate_longest = max(longest, lengths[index])
+        if candidate_longest * (len(chosen) + 1) <= max_batch_tokens:
+            chosen.append(index)
+            longest = candidate_longest
+    return sorted(chosen, key=lambda index: (lengths[index], index))
+
+
+class Batcher(Generic[ItemT, PreparedT, OutputT]):
+    def __init__(
+        self,
+        processor: BatchProcessor[ItemT, PreparedT, OutputT],
+        *,
+        max_batch_tokens: int,
+        max_batch_size: int,
+        max_wait_s: float,
+        max_queue: int,
+        retry_after_s: int = 1,
+        on_batch: Callable[[BatchStats], None] | None = None,
+        planning_window: int | None = None,
+    ) -> None:
+        self._processor = processor
+        self.max_batch_tokens = max_batch_tokens
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_s
+        self.max_queue = max_queue
+        self.retry_after_s = retry_after_s
+        self._on_batch = on_batch
+        # Planning looks at this many of the oldest entries, so a long queue costs O(window) per batch.
+        self._window = planning_window or max(8 * max_batch_size, 64)
+        self._queue: deque[_Entry[ItemT]] = deque()
+        self._queued_tokens = 0
+        self._changed = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="distilserve-infer")
+        self._task: asyncio.Task[None] | None = None
+        self._running: asyncio.Task[None] | None = None
+        self._closing = False
+        self._failure: str | None = None
+
+    @property
+    def healthy(self) -> bool:
+        return self._failure is None and self._task is not None and not self._task.done()
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop_guarded(), name="distilserve-batcher")
+
+    async def call_in_worker(self, function: Callable[[], Any]) -> Any:
+        """Run `function` on the inference thread (warm-up), serialized with batches."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function)
+
+    def submit(self, items: Sequence[ItemT], lengths: Sequence[int]) -> list[asyncio.Future[ItemResult[OutputT]]]:
+        """Queue every item, or none: raises Overloaded when they do not all fit, Unhealthy when stopped."""
+        if len(items) != len(lengths):
+            raise ValueError("one length per item")
+        if self._failure is not None:
+            raise Unhealthy(f"the batching loop has stopped: {self._failure}")
+        if self._closing or self._task is None:
+            raise Unhealthy("the server is shutting down" if self._closing else "the batcher is not running")
+        if len(self._queue) + len(items) > self.max_queue:
+            raise Overloaded(
+                f"queue full ({len(self._queue)} of {self.max_queue} inputs waiting); retry later",
+                headers={"Retry-After": str(self.retry_after_s)},
+            )
+        loop = asyncio.get_running_loop()
+        futures = []
+        for item, length in zip(items, lengths, strict=True):
+            if length > self.max_batch_tokens:
+                raise ValueError(f"an item of {length} tokens can never fit max_batch_tokens={self.max_batch_tokens}")
+            entry: _Entry[ItemT] = _Entry(item, length, loop.create_future())
+            self._queue.append(entry)
+            self._queued_tokens += length
+            futures.append(entry.future)
+        self._changed.set()
+        return futures
+
+    async def close(self) -> None:
+        """Stop accepting, finish everything queued and running, then stop the loop."""
+        self._closing = True
+        self._changed.set()
+        if self._task is not None:
+            try:
+                await self._task
+            except Exception:  # already logged by the guard
+                pass
+        self._executor.shutdown(wait=True)
+
+    async def _loop_guarded(self) -> None:
+        try:
+            await self._loop()
+        except BaseException as error:
+            self._failure = f"{type(error).__name__}"
+            if not isinstance(error, asyncio.CancelledError):
+                log.exception("batching loop died; failing every pending input")
+            self._fail_pending(Unhealthy("the batching loop stopped; the server is unhealthy"))
+            raise
+
+    def _fail_pending(self, error: ServiceError) -> None:
+        while self._queue:
+            entry = self._queue.popleft()
+            if not entry.future.done():
+                entry.future.set_exception(error)
+        self._queued_tokens = 0
+
+    def _full_batch_waiting(self) -> bool:
+        return len(self._queue) >= self.max_batch_size or self._queued_tokens >= self.max_batch_tokens
+
+    async def _wait_until(self, ready: Callable[[], bool], timeout: float | None) -> None:
+        deadline = None if timeout is None else time.perf_counter() + timeout
+        while not ready():
+            self._changed.clear()
+            remaining = None if deadline is None else deadline - time.perf_counter()
+            if remaining is not None and remaining <= 0:
+                return
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except TimeoutError:
+                return
+
+    def _worker_idle(self) -> bool:
+        return self._running is None or self._running.done()
+
+    async def _loop(self) -> None:
+        while True:
+            await self._wait_until(lambda: bool(self._queue) or self._closing, None)
+            if not self._queue:
+                break  # closing and drained
+            if self._worker_idle():
+                # A short wait lets concurrent requests join; a full batch or shutdown goes at once.
+                if not self._closing:
+                    await self._wait_until(lambda: self._full_batch_waiting() or self._closing, self.max_wait_s)
+            else:
+                # The worker is busy: keep collecting until it frees up, or prepare now if a batch is full.
+                await self._wait_until(lambda: self._worker_idle() or self._full_batch_waiting(), None)
+            batch = self._take_batch()
+            if not batch:
+                continue
+            try:
+                prepared = self._processor.prepare([entry.item for entry in batch])
+            except Exception:
+                log.exception("preparing a batch of %d failed; failing that batch only", len(batch))
+                self._fail_batch(batch, BackendError("inference failed"))
+                continue
+            if self._running is not None:
+                await self._running
+            self._running = asyncio.get_running_loop().create_task(self._run_batch(batch, prepared))
+            self._running.add_done_callback(lambda _: self._changed.set())
+        if self._running is not None:
+            await self._running
+
+    def _take_batch(self) -> list[_Entry[ItemT]]:
+        while self._queue and self._queue[0].future.done():  # cancelled by a departed client
+            self._queued_tokens -= self._queue.popleft().length
+        window = [entry for entry in list(self._queue)[: self._window] if not entry.future.done()]
+        positions = plan_batch([entry.length for entry in window], self.max_batch_tokens, self.max_batch_size)
+        batch = [window[position] for position in positions]
+        taken = set(map(id, batch))
+        remaining: deque[_Entry[ItemT]] = deque()
+        for entry in self._queue:
+            if id(entry) in taken:
+                continue
+            if entry.future.done():
+                self._queued_tokens -= entry.length
+                continue
+            remaining.append(entry)
+        self._queue = remaining
+        self._queued_tokens -= sum(entry.length for entry in batch)
+        return batch
+
+    def _fail_batch(self, batch: Sequence[_Entry[ItemT]], error: ServiceError) -> None:
+        for entry in batch:
+            if not entry.future.done():
+                entry.future.set_exception(error)
+
+    async def _run_batch(self, batch: list[_Entry[ItemT]], prepared: PreparedT) -> None:
+        started = time.perf_counter()
+        longest = max(entry.length for entry in batch)
+        real_tokens = sum(entry.length for entry in batch)
+        failed = False
+        try:
+            outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._timed_run, prepared)
+            values, inference_s = outputs
+            if len(values) != len(batch):
+                raise RuntimeError(f"backend returned {len(values)} outputs for {len(batch)} inputs")
+        except Exception:
+            log.exception("a batch of %d inputs failed; failing that batch only", len(batch))
+            self._fail_batch(batch, BackendError("inference failed"))
+            failed = True
+            inference_s = time.perf_counter() - started
+        else:
+            for entry, value in zip(batch, values, strict=True):
+                if entry.future.done():
+                    continue
+                if isinstance(value, Exception):
+                    entry.future.set_exception(value)
+                else:
+                    entry.future.set_result(ItemResult(value, started - entry.enqueued, inference_s, len(batch)))
+        if self._on_batch is not None:
+            try:
+                self._on_batch(BatchStats(len(batch), longest * len(batch), real_tokens, inference_s, failed))
+            except Exception:
+                log.exception("batch statistics callback failed")
+
+    def _timed_run(self, prepared: PreparedT) -> tuple[Sequence[OutputT | Exception], float]:
+        started = time.perf_counter()
+        values = self._processor.run(prepared)
+        return values, time.perf_counter() - started

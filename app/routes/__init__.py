@@ -1,0 +1,1 @@
+"""Thin routes: parse, call the engine, shape the response. No maths here."""

@@ -1,0 +1,48 @@
+"""POST /fill-mask and POST /embed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from app.routes.common import cancel_on_disconnect, engine_of, json_response
+from app.schemas import EmbedRequest, FillMaskCandidate, FillMaskRequest
+
+router = APIRouter(tags=["inference"])
+
+
+@router.post(
+    "/fill-mask",
+    response_model=list[FillMaskCandidate] | list[list[FillMaskCandidate]] | list[list[list[FillMaskCandidate]]],
+    summary="Fill the mask token, answered exactly like transformers' fill-mask pipeline",
+)
+async def fill_mask(body: FillMaskRequest, request: Request) -> Response:
+    engine = engine_of(request)
+    texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
+    targets = body.parameters.targets
+    if isinstance(targets, str):
+        targets = [targets]
+    answers, timings = await cancel_on_disconnect(
+        request, engine.fill_mask(texts, top_k=body.parameters.top_k, targets=targets)
+    )
+    content: Any = answers[0] if isinstance(body.inputs, str) else answers
+    return json_response(content, timings)
+
+
+@router.post("/embed", response_model=list[list[float]], summary="Embeddings, TEI's /embed")
+async def embed(body: EmbedRequest, request: Request) -> Response:
+    engine = engine_of(request)
+    texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
+    vectors, timings = await cancel_on_disconnect(
+        request,
+        engine.embed(
+            texts,
+            normalize=body.normalize,
+            truncate=body.truncate,
+            direction="left" if body.truncation_direction.lower() == "left" else "right",
+            dimensions=body.dimensions,
+        ),
+    )
+    return json_response(vectors, timings)

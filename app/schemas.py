@@ -1,0 +1,79 @@
+"""Request and response models. Strict types: a wrong type is a 422 that names the field."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Request(BaseModel):
+    # Unknown fields are ignored like TEI does (clients add options we do not know); types are strict.
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+
+class FillMaskParameters(_Request):
+    top_k: int = Field(default=5, description="Candidates per mask, highest score first.")
+    targets: list[str] | str | None = Field(
+        default=None, description="Only score these tokens (a word outside the vocabulary uses its first piece)."
+    )
+
+
+class FillMaskRequest(_Request):
+    inputs: str | list[str] = Field(description="Text(s) with at least one mask token each.")
+    parameters: FillMaskParameters = Field(default_factory=FillMaskParameters)
+
+
+class FillMaskCandidate(BaseModel):
+    score: float
+    token: int
+    token_str: str
+    sequence: str
+
+
+class EmbedRequest(_Request):
+    inputs: str | list[str]
+    normalize: bool = Field(default=True, description="L2-normalize each embedding.")
+    truncate: bool = Field(default=False, description="Cut inputs over the max length instead of refusing them.")
+    truncation_direction: Literal["right", "left", "Right", "Left"] = Field(
+        default="right", description="Which end to cut when truncating: right keeps the start."
+    )
+    dimensions: int | None = Field(default=None, description="Keep the first N dimensions (then normalize).")
+
+
+class ErrorBody(BaseModel):
+    error: str
+    error_type: str
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unhealthy"]
+
+
+class Ready(BaseModel):
+    ready: bool
+    reason: str | None = None
+
+
+class Info(BaseModel):
+    model_id: str
+    model_sha: str | None = Field(description="Source revision, when the export knew it.")
+    model_dtype: str
+    model_type: dict[str, dict[str, str]]
+    tasks: list[str]
+    variant: str
+    providers: list[str] = Field(description="Execution providers the session actually runs on.")
+    requested_providers: list[str]
+    io_binding: bool
+    pooling: str
+    hidden_size: int
+    max_input_length: int
+    max_batch_tokens: int
+    max_batch_requests: int
+    max_client_batch_size: int
+    max_concurrent_requests: int
+    max_top_k: int
+    auto_truncate: bool
+    demo: bool = Field(description="True for the offline demo model (an MLM head trained here, not the original).")
+    model_selection_reason: str
+    version: str

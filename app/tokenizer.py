@@ -1,0 +1,137 @@
+"""Validation and tokenization: a bad input fails here, alone, before it reaches the queue.
+
+The wrapper owns the length limit, truncation (TEI's `truncate` / `truncation_direction`), the mask
+check for fill-mask, pre-tokenized ids (OpenAI clients may send them), and tokenize/decode for
+/tokenize and /decode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from model_export.manifest import SpecialTokens
+
+from app.errors import EmptyInput, InvalidInput, TokenizerError
+
+Direction = Literal["right", "left"]
+
+
+@dataclass(frozen=True)
+class Token:
+    id: int
+    text: str
+    special: bool
+    start: int | None
+    stop: int | None
+
+
+class TextTokenizer:
+    def __init__(self, path: Path, special: SpecialTokens, max_length: int) -> None:
+        self._tokenizer = Tokenizer.from_file(str(path))
+        # The exporter writes padding and truncation disabled; make sure, since both would corrupt lengths.
+        self._tokenizer.no_padding()
+        self._tokenizer.no_truncation()
+        self.special = special
+        self.max_length = max_length
+        self.vocab_size = self._tokenizer.get_vocab_size(with_added_tokens=True)
+        self._special_ids = {token.id for token in (special.cls, special.sep, special.pad, special.mask, special.unk) if token}
+
+    @property
+    def mask_token(self) -> str | None:
+        return self.special.mask.token if self.special.mask else None
+
+    @property
+    def mask_id(self) -> int | None:
+        return self.special.mask.id if self.special.mask else None
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        truncate: bool = False,
+        direction: Direction = "right",
+        require_mask: bool = False,
+    ) -> list[np.ndarray]:
+        """Token ids with [CLS]/[SEP], one int64 array per text; raises a ServiceError for a bad input."""
+        if not texts:
+            raise EmptyInput("`inputs` cannot be empty")
+        for index, text in enumerate(texts):
+            if not text:
+                raise EmptyInput(f"input {index} is an empty string")
+        if require_mask and self.mask_id is None:
+            raise InvalidInput("this model has no mask token, so it cannot serve fill-mask")
+        try:
+            encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=True)
+        except Exception as error:  # the tokenizers library raises plain Exceptions
+            raise TokenizerError(f"could not tokenize the input: {error}") from None
+        out = [
+            self._fit(np.asarray(encoding.ids, dtype=np.int64), index, truncate, direction)
+            for index, encoding in enumerate(encodings)
+        ]
+        if require_mask:
+            for index, ids in enumerate(out):
+                if not (ids == self.mask_id).any():
+                    raise InvalidInput(
+                        f"input {index} has no mask token; fill-mask needs at least one {self.mask_token}"
+                    )
+        return out
+
+    def encode_ids(
+        self, sequences: Sequence[Sequence[int]], *, truncate: bool = False, direction: Direction = "right"
+    ) -> list[np.ndarray]:
+        """Pre-tokenized input: ids are checked against the vocabulary and wrapped in [CLS] ... [SEP]
+        unless already wrapped, so they pool exactly like the same text would."""
+        if not sequences:
+            raise EmptyInput("`inputs` cannot be empty")
+        cls_id, sep_id = self.special.cls.id, self.special.sep.id
+        out = []
+        for index, sequence in enumerate(sequences):
+            if len(sequence) == 0:
+                raise EmptyInput(f"input {index} is an empty list of token ids")
+            ids = np.asarray(sequence, dtype=np.int64)
+            if ids.min() < 0 or ids.max() >= self.vocab_size:
+                raise InvalidInput(f"input {index} has token ids outside the vocabulary [0, {self.vocab_size})")
+            if not (ids[0] == cls_id and ids[-1] == sep_id and len(ids) >= 2):
+                ids = np.concatenate([[cls_id], ids, [sep_id]]).astype(np.int64)
+            out.append(self._fit(ids, index, truncate, direction))
+        return out
+
+    def tokenize(self, text: str, add_special_tokens: bool = True) -> list[Token]:
+        encoding = self._tokenizer.encode(text, add_special_tokens=add_special_tokens)
+        tokens = []
+        for token_id, piece, (start, stop), special in zip(
+            encoding.ids, encoding.tokens, encoding.offsets, encoding.special_tokens_mask, strict=True
+        ):
+            tokens.append(Token(token_id, piece, bool(special), None if special else start, None if special else stop))
+        return tokens
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        return self._tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def token_to_id(self, token: str) -> int | None:
+        return self._tokenizer.token_to_id(token)
+
+    def first_piece(self, text: str) -> int | None:
+        """The first word piece of `text` without special tokens (fill-mask targets outside the vocab)."""
+        ids = self._tokenizer.encode(text, add_special_tokens=False).ids
+        return ids[0] if ids else None
+
+    def _fit(self, ids: np.ndarray, index: int, truncate: bool, direction: Direction) -> np.ndarray:
+        if len(ids) <= self.max_length:
+            return ids
+        if not truncate:
+            raise InvalidInput(
+                f"input {index} has {len(ids)} tokens but this server accepts at most {self.max_length} "
+                "(set truncate to true to cut it)"
+            )
+        # Keep [CLS] and [SEP]; cut the body from the chosen side (TEI's truncation_direction).
+        body = ids[1:-1]
+        keep = self.max_length - 2
+        body = body[:keep] if direction == "right" else body[len(body) - keep :]
+        return np.concatenate([ids[:1], body, ids[-1:]])
