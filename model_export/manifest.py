@@ -90,6 +90,7 @@ class Variant(_Strict):
     fusion_asserted: bool = Field(description="False only when exported with --allow-unfused.")
     parity: Parity
     intended_providers: list[str]
+    quantization: str | None = Field(default=None, description="int8 only: which operators were quantized.")
 
 
 class Manifest(_Strict):

@@ -32,7 +32,7 @@ from model_export.manifest import (
     sha256_file,
     write_manifest,
 )
-from model_export.variants import DTYPES, INTENDED_PROVIDERS, VARIANT_NAMES, build_variant, variant_file
+from model_export.variants import DTYPES, INT8_SCOPES, INTENDED_PROVIDERS, VARIANT_NAMES, build_variant, variant_file
 
 Progress = Callable[[str], None]
 MAX_LENGTH_CAP = 512
@@ -133,19 +133,25 @@ def _build(source: str, staging: Path, scratch: Path, options: ExportOptions, sa
     variants: dict[str, Variant] = {}
     for name in options.variants:
         path = scratch / variant_file(name)
-        if name == "fp32":
-            shutil.copyfile(optimized_path, path)
-        else:
-            say(f"{'quantizing' if name == 'int8' else 'converting'} {name}")
-            build_variant(name, optimized_path, path)
         gate = GATES[name]
-        parity = measure(path, reference, gate)
-        say(f"validating {name}: {_figures(parity)}")
-        missed = gate.failures(parity)
-        if missed:
-            reason = f"{name} not written: missed its gate ({'; '.join(missed)})"
+        scopes = list(INT8_SCOPES) if name == "int8" else [None]
+        for attempt, scope in enumerate(scopes):
+            if name == "fp32":
+                shutil.copyfile(optimized_path, path)
+            else:
+                say(f"quantizing int8 ({INT8_SCOPES[scope]})" if scope else f"converting {name}")
+                build_variant(name, optimized_path, path, scope or "all")
+            parity = measure(path, reference, gate)
+            say(f"validating {name}: {_figures(parity)}")
+            missed = gate.failures(parity)
+            if not missed:
+                break
+            last = attempt == len(scopes) - 1
+            reason = f"{name}{f' ({scope} quantized)' if scope else ''} missed its gate ({'; '.join(missed)})"
+            reason += "; not written" if last else "; retrying with a narrower quantization"
             notes.append(reason)
             say(reason)
+        if missed:
             continue
         shutil.move(path, staging / variant_file(name))
         variants[name] = Variant(
@@ -158,6 +164,7 @@ def _build(source: str, staging: Path, scratch: Path, options: ExportOptions, sa
             fusion_asserted=fusion_asserted,
             parity=parity,
             intended_providers=INTENDED_PROVIDERS[name],
+            quantization=INT8_SCOPES[scope] if scope else None,
         )
     if not variants:
         raise ParityError("no variant passed its parity gate: " + "; ".join(notes))
