@@ -46,6 +46,13 @@ class Timings:
         }
 
 
+@dataclass(frozen=True)
+class EmbeddingResult:
+    vectors: np.ndarray  # [inputs, hidden] float32, pooled, not normalized
+    token_counts: list[int]  # tokens per input, special tokens included
+    timings: Timings
+
+
 class _BackendProcessor:
     """Adapts a Backend to the batcher's prepare/run contract."""
 
@@ -152,39 +159,34 @@ class Engine:
         direction: Direction = "right",
         dimensions: int | None = None,
     ) -> tuple[list[list[float]], Timings]:
-        started = time.perf_counter()
-        self.check_limits(len(texts))
+        """TEI /embed semantics: one float list per text."""
         self._check_dimensions(dimensions)
-        sequences = self.tokenizer.encode(texts, truncate=truncate, direction=direction)
-        return await self._embed_sequences(sequences, normalize, dimensions, started)
+        result = await self.embeddings(texts=texts, truncate=truncate, direction=direction)
+        return [tasks.embedding(vector, normalize, dimensions) for vector in result.vectors], result.timings
 
-    async def embed_ids(
+    async def embeddings(
         self,
-        sequences: Sequence[Sequence[int]],
         *,
-        normalize: bool = True,
+        texts: Sequence[str] | None = None,
+        ids: Sequence[Sequence[int]] | None = None,
         truncate: bool = False,
         direction: Direction = "right",
-        dimensions: int | None = None,
-    ) -> tuple[list[list[float]], Timings]:
-        """Pre-tokenized inputs (OpenAI token-id inputs); see TextTokenizer.encode_ids."""
+    ) -> EmbeddingResult:
+        """Raw pooled embeddings (not normalized) for texts, or for pre-tokenized ids (OpenAI token-id
+        inputs, wrapped in [CLS] ... [SEP] unless already), with the token count of each input."""
         started = time.perf_counter()
-        self.check_limits(len(sequences))
-        self._check_dimensions(dimensions)
-        encoded = self.tokenizer.encode_ids(sequences, truncate=truncate, direction=direction)
-        return await self._embed_sequences(encoded, normalize, dimensions, started)
-
-    def count_tokens(self, sequences: Sequence[np.ndarray]) -> int:
-        return sum(len(ids) for ids in sequences)
-
-    async def _embed_sequences(
-        self, sequences: list[np.ndarray], normalize: bool, dimensions: int | None, started: float
-    ) -> tuple[list[list[float]], Timings]:
         self.require_task("embed")
+        count = len(texts) if texts is not None else len(ids or [])
+        self.check_limits(count)
+        if texts is not None:
+            sequences = self.tokenizer.encode(texts, truncate=truncate, direction=direction)
+        else:
+            sequences = self.tokenizer.encode_ids(ids or [], truncate=truncate, direction=direction)
         tokenization_s = time.perf_counter() - started
         outputs, timings = await self._infer(sequences, tokenization_s, started)
         self.metrics.inputs.labels("embed").inc(len(outputs))
-        return [tasks.embedding(output.embedding, normalize, dimensions) for output in outputs], timings
+        vectors = np.stack([output.embedding for output in outputs]).astype(np.float32, copy=False)
+        return EmbeddingResult(vectors, [len(ids) for ids in sequences], timings)
 
     async def fill_mask(
         self, texts: Sequence[str], *, top_k: int = 5, targets: Sequence[str] | None = None

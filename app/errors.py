@@ -141,6 +141,8 @@ def install_error_handlers(app: FastAPI, on_error: Any = None) -> None:
 
     async def http_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, StarletteHTTPException)
+        if isinstance(error.__cause__, ServiceError):  # FastAPI wraps errors raised while reading the body
+            return await service_error(request, error.__cause__)
         kind = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 413: "payload_too_large"}.get(
             error.status_code, "validation" if error.status_code < 500 else "internal"
         )

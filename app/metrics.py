@@ -6,6 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE  # noqa: N811
 
 from app.batcher import BatchStats
+from app.errors import ERROR_TABLE
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -49,6 +50,14 @@ class Metrics:
         self.model = Gauge(
             "distilserve_model_info", "The served model.", ["model_id", "variant", "dtype", "version"], registry=r
         )
+
+        # Children exist from the start so dashboards and rate() see zeros, not gaps.
+        for stage in STAGES:
+            self.stage_duration.labels(stage)
+        for kind in ERROR_TABLE:
+            self.failures.labels(kind)
+        for task in ("embed", "fill-mask"):
+            self.inputs.labels(task)
 
     def observe_batch(self, stats: BatchStats) -> None:
         self.batch_size.observe(stats.size)

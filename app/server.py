@@ -23,13 +23,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from model_export.manifest import ManifestError, verify_model_dir
 
-from app import __version__
+from app import __version__, widget
+from app.auth import auth_dependencies
 from app.backend import Backend, OnnxBackend
 from app.engine import Engine
 from app.errors import GENERIC_500, PayloadTooLarge, error_body, install_error_handlers, status_for
 from app.metrics import Metrics
 from app.providers import ProviderError, ShapeLimits
-from app.routes import inference, ops
+from app.routes import hf, inference, openai, ops, tei
 from app.settings import Settings
 from app.tokenizer import TextTokenizer
 
@@ -191,8 +192,14 @@ def create_app(settings: Settings, backend: Backend | None = None) -> FastAPI:
     app.state.model_selection = selection
     install_error_handlers(app, on_error=lambda kind: metrics.failures.labels(kind).inc())
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes, metrics=metrics)
+    # Inference routers take the API-key dependency; operational routes stay open for probes.
+    protected = auth_dependencies(settings.api_key)
     app.include_router(ops.router)
-    app.include_router(inference.router)
+    app.include_router(inference.router, dependencies=protected)
+    app.include_router(openai.router, dependencies=protected)
+    app.include_router(tei.router, dependencies=protected)
+    app.include_router(hf.router, dependencies=protected)
+    app.include_router(widget.router)
     log.info("model loaded in %.2fs", time.perf_counter() - started)
     return app
 

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from model_export import manifest as m
+from tests.tiny_models import write_tokenizer
+
+FAKE_HIDDEN = 8
+
+
+@pytest.fixture(scope="session")
+def fake_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model directory whose manifest and tokenizer are real but whose graph is a placeholder:
+    enough for the server to start with a FakeBackend, in milliseconds."""
+    directory = tmp_path_factory.mktemp("fake-model")
+    write_tokenizer(directory)
+    (directory / "model.fp32.onnx").write_bytes(b"placeholder, never loaded")
+    parity = m.Parity(embedding_max_abs_diff=0.0, embedding_min_cosine=1.0, sentences=0, gate="none (fake)")
+    token = m.SpecialToken
+    manifest = m.Manifest(
+        model_id="fake-model",
+        source=m.Source(kind="local", id=str(directory), revision="abc123", weights_sha256="0" * 64),
+        arch=m.Architecture(
+            model_type="distilbert", architecture="DistilBertForMaskedLM", num_layers=1, num_heads=1,
+            hidden_size=FAKE_HIDDEN, vocab_size=30522,
+        ),
+        special_tokens=m.SpecialTokens(
+            cls=token(id=101, token="[CLS]"), sep=token(id=102, token="[SEP]"), pad=token(id=0, token="[PAD]"),
+            mask=token(id=103, token="[MASK]"), unk=token(id=100, token="[UNK]"),
+        ),
+        max_length=32,
+        pooling="mean",
+        tasks=["embed", "fill-mask"],
+        tokenizer_sha256=m.sha256_file(directory / "tokenizer.json"),
+        variants={
+            "fp32": m.Variant(
+                file="model.fp32.onnx", sha256=m.sha256_file(directory / "model.fp32.onnx"), dtype="float32",
+                opset=17, onnxruntime_version="0", fused_ops={}, fusion_asserted=False, parity=parity,
+                intended_providers=["CPUExecutionProvider"],
+            )
+        },
+        exporter_version="test",
+        created_at="2026-01-01T00:00:00Z",
+    )
+    m.write_manifest(directory, manifest)
+    return directory
+
+
+def wait_ready(client: TestClient, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if client.get("/ready").status_code == 200:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"not ready after {timeout_s}s: {client.get('/ready').json()}")
+
+
+@contextmanager
+def serving(app: FastAPI, ready: bool = True) -> Iterator[TestClient]:
+    """The app with its lifespan running (start-up, warm-up, drain on exit)."""
+    with TestClient(app) as client:
+        if ready:
+            wait_ready(client)
+        yield client

@@ -1,0 +1,240 @@
+"""The HTTP API against the tiny DistilBertForMaskedLM exported by the real pipeline, compared with
+transformers' fill-mask pipeline and a PyTorch mean-pooling reference on the same checkpoint."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from app.server import create_app
+from app.settings import Settings
+from tests.app.conftest import serving
+
+SCORE_TOLERANCE = 1e-4
+
+
+@pytest.fixture(scope="module")
+def client(tiny_mlm_model_dir: Path) -> Iterator[TestClient]:
+    settings = Settings(
+        model_dir=tiny_mlm_model_dir, providers=["cpu"], intra_op_threads=1, max_inputs_per_request=8,
+        max_top_k=50, max_body_bytes=64 * 1024, max_batch_tokens=2048,
+    )
+    with serving(create_app(settings)) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_mlm_checkpoint: Path) -> Any:
+    import transformers
+
+    return transformers.pipeline("fill-mask", model=str(tiny_mlm_checkpoint), tokenizer=str(tiny_mlm_checkpoint))
+
+
+def assert_same_answer(ours: Any, theirs: Any, where: str = "") -> None:
+    """Same nesting and keys; ids, token strings and sequences exact; scores within tolerance."""
+    if isinstance(theirs, list):
+        assert isinstance(ours, list) and len(ours) == len(theirs), f"{where}: {ours!r} vs {theirs!r}"
+        for index, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+            assert_same_answer(a, b, f"{where}[{index}]")
+        return
+    assert set(ours) == {"score", "token", "token_str", "sequence"}, where
+    assert ours["token"] == int(theirs["token"]), where
+    assert ours["token_str"] == theirs["token_str"], where
+    assert ours["sequence"] == theirs["sequence"], where
+    assert abs(ours["score"] - float(theirs["score"])) <= SCORE_TOLERANCE, where
+
+
+@pytest.mark.parametrize(
+    ("inputs", "parameters"),
+    [
+        ("Paris is the [MASK] of France.", {}),
+        ("The [MASK] sat on the [MASK] near the door.", {"top_k": 3}),
+        (["The weather is [MASK] today.", "She plays the [MASK] every evening."], {"top_k": 7}),
+        (["One [MASK] here.", "Two [MASK] here [MASK]."], {}),
+        ("I would like a cup of [MASK].", {"targets": ["tea", "coffee", "water", "milk"], "top_k": 3}),
+        ("I would like a cup of [MASK].", {"targets": ["zzyzxq", "tea"]}),  # outside the vocab: first piece
+        ("I would like a cup of [MASK].", {"targets": "tea"}),
+    ],
+    ids=["single", "several-masks", "list", "list-mixed", "targets", "target-outside-vocab", "target-string"],
+)
+def test_fill_mask_equals_the_transformers_pipeline(
+    client: TestClient, pipeline: Any, inputs: str | list[str], parameters: dict[str, Any]
+) -> None:
+    response = client.post("/fill-mask", json={"inputs": inputs, "parameters": parameters})
+    assert response.status_code == 200, response.text
+    expected = pipeline(inputs, **parameters)
+    assert_same_answer(response.json(), expected)
+
+
+def test_fill_mask_sends_tei_timing_headers(client: TestClient) -> None:
+    response = client.post("/fill-mask", json={"inputs": "A [MASK] test."})
+    for header in ("x-tokenization-time", "x-queue-time", "x-inference-time", "x-total-time"):
+        assert float(response.headers[header]) >= 0.0
+    assert float(response.headers["x-total-time"]) >= float(response.headers["x-inference-time"])
+
+
+SENTENCES = ["A man is playing a guitar.", "The quick brown fox jumps over the lazy dog near the river bank.", "Hi"]
+
+
+@pytest.fixture(scope="module")
+def torch_embeddings(tiny_mlm_checkpoint: Path) -> np.ndarray:
+    import torch
+    import transformers
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(tiny_mlm_checkpoint))
+    model = transformers.AutoModel.from_pretrained(str(tiny_mlm_checkpoint)).eval()
+    batch = tokenizer(SENTENCES, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    return ((hidden * mask).sum(1) / mask.sum(1)).numpy()
+
+
+def test_embed_equals_pytorch_mean_pooling(client: TestClient, torch_embeddings: np.ndarray) -> None:
+    raw = np.array(client.post("/embed", json={"inputs": SENTENCES, "normalize": False}).json())
+    np.testing.assert_allclose(raw, torch_embeddings, atol=1e-4)
+    normalized = np.array(client.post("/embed", json={"inputs": SENTENCES}).json())
+    expected = torch_embeddings / np.linalg.norm(torch_embeddings, axis=1, keepdims=True)
+    np.testing.assert_allclose(normalized, expected, atol=1e-4)
+
+
+def test_embed_single_string_and_dimensions(client: TestClient, torch_embeddings: np.ndarray) -> None:
+    response = client.post("/embed", json={"inputs": SENTENCES[0], "dimensions": 8})
+    vectors = np.array(response.json())
+    assert vectors.shape == (1, 8)
+    expected = torch_embeddings[0, :8] / np.linalg.norm(torch_embeddings[0, :8])  # truncate, then normalize
+    np.testing.assert_allclose(vectors[0], expected, atol=1e-4)
+
+
+def test_embed_truncation_directions_keep_the_chosen_end(client: TestClient) -> None:
+    words = " ".join(f"w{i}" for i in range(200))
+    right = client.post("/embed", json={"inputs": words, "truncate": True}).json()
+    left = client.post("/embed", json={"inputs": words, "truncate": True, "truncation_direction": "left"}).json()
+    head = client.post("/embed", json={"inputs": " ".join(f"w{i}" for i in range(200)), "truncate": True}).json()
+    assert right == head and right != left
+
+
+def test_fill_mask_and_embed_share_batches(client: TestClient) -> None:
+    import concurrent.futures
+
+    metrics_before = _sample(client, "distilserve_batch_size_count")
+    bodies = [("/fill-mask", {"inputs": f"Item {i} is [MASK]."}) for i in range(6)]
+    bodies += [("/embed", {"inputs": f"Item {i} is here."}) for i in range(6)]
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:
+        statuses = list(pool.map(lambda pair: client.post(pair[0], json=pair[1]).status_code, bodies))
+    assert statuses == [200] * 12
+    batches = _sample(client, "distilserve_batch_size_count") - metrics_before
+    assert 1 <= batches <= 12
+
+
+# Every error case: status and TEI-style body.
+LONG = " ".join(["word"] * 200)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "error_type", "message"),
+    [
+        ("/fill-mask", {"inputs": "no mask here"}, 422, "validation", r"\[MASK\]"),
+        ("/fill-mask", {"inputs": ["a [MASK]", "none"]}, 422, "validation", r"input 1 .*\[MASK\]"),
+        ("/fill-mask", {"inputs": "a [MASK]", "parameters": {"top_k": 0}}, 422, "validation", r"top_k.*1 and 50"),
+        ("/fill-mask", {"inputs": "a [MASK]", "parameters": {"top_k": 51}}, 422, "validation", r"top_k.*got 51"),
+        ("/fill-mask", {"inputs": "a [MASK]", "parameters": {"top_k": "5"}}, 422, "validation", r"top_k"),
+        ("/fill-mask", {"inputs": 5}, 422, "validation", r"body\.inputs"),
+        ("/fill-mask", {}, 422, "validation", r"body\.inputs.*[Ff]ield required"),
+        ("/fill-mask", {"inputs": "a [MASK]", "parameters": {"targets": [""]}}, 422, "validation", r"targets"),
+        ("/fill-mask", {"inputs": ""}, 400, "empty", r"empty"),
+        ("/embed", {"inputs": []}, 400, "empty", r"empty"),
+        ("/embed", {"inputs": ["ok", ""]}, 400, "empty", r"input 1"),
+        ("/embed", {"inputs": LONG}, 422, "validation", r"202 tokens.*at most 128"),
+        ("/embed", {"inputs": ["x"] * 9}, 422, "validation", r"9 inputs.*at most 8"),
+        ("/embed", {"inputs": "x", "dimensions": 33}, 422, "validation", r"dimensions.*1 and 32"),
+        ("/embed", {"inputs": "x", "truncation_direction": "up"}, 422, "validation", r"truncation_direction"),
+        ("/embed", {"inputs": "x", "normalize": "yes"}, 422, "validation", r"body\.normalize"),
+    ],
+)
+def test_error_cases(
+    client: TestClient, path: str, body: dict[str, Any], status: int, error_type: str, message: str
+) -> None:
+    response = client.post(path, json=body)
+    assert response.status_code == status, response.text
+    payload = response.json()
+    assert set(payload) == {"error", "error_type"}
+    assert payload["error_type"] == error_type
+    assert re.search(message, payload["error"]), payload["error"]
+
+
+def test_malformed_json_is_422(client: TestClient) -> None:
+    response = client.post("/embed", content=b'{"inputs": ', headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert response.json()["error_type"] == "validation" and "JSON" in response.json()["error"]
+
+
+def test_body_over_the_limit_is_413(client: TestClient) -> None:
+    response = client.post("/embed", json={"inputs": "x" * (70 * 1024)})
+    assert response.status_code == 413
+    assert response.json() == {"error": "request body over the 65536-byte limit", "error_type": "payload_too_large"}
+
+
+def test_chunked_body_over_the_limit_is_413(client: TestClient) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"inputs": "'
+        for _ in range(80):
+            yield b"x" * 1024
+        yield b'"}'
+
+    response = client.post("/embed", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413 and response.json()["error_type"] == "payload_too_large"
+
+
+def test_unknown_route_is_404_in_the_same_shape(client: TestClient) -> None:
+    response = client.get("/nowhere")
+    assert response.status_code == 404 and response.json()["error_type"] == "not_found"
+
+
+def test_health_ready_info(client: TestClient) -> None:
+    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/ready").json() == {"ready": True}
+    info = client.get("/info").json()
+    assert info["model_id"] == "tiny-distilbert-mlm"
+    assert info["tasks"] == ["embed", "fill-mask"]
+    assert info["variant"] == "fp32" and info["model_dtype"] == "float32"
+    assert info["providers"] == ["CPUExecutionProvider"]
+    assert info["max_input_length"] == 128 and info["max_batch_tokens"] == 2048
+    assert info["max_client_batch_size"] == 8
+    assert info["demo"] is False and info["model_selection_reason"]
+    assert re.fullmatch(r"\d+\.\d+\.\d+.*", info["version"])
+
+
+def _sample(client: TestClient, name: str, labels: str = "") -> float:
+    text = client.get("/metrics").text
+    pattern = r"(?m)^" + re.escape(name) + (r"\{" + labels + r"\}" if labels else r"(\{[^}]*\})?") + r" ([0-9.e+-]+)"
+    values = [float(match.group(len(match.groups()))) for match in re.finditer(pattern, text)]
+    return sum(values)
+
+
+def test_metrics_are_present_and_move(client: TestClient) -> None:
+    text = client.get("/metrics").text
+    for name in (
+        "distilserve_requests_total", "distilserve_stage_duration_seconds_bucket", "distilserve_batch_size_bucket",
+        "distilserve_batch_tokens_bucket", "distilserve_batch_padding_ratio_bucket", "distilserve_queue_depth",
+        "distilserve_provider_info", "distilserve_model_info", "distilserve_ready",
+    ):
+        assert name in text, name
+    assert 'distilserve_provider_info{provider="CPUExecutionProvider",rank="0"} 1.0' in text
+    ok_before = _sample(client, "distilserve_requests_total", 'route="/embed",status="200"')
+    bad_before = _sample(client, "distilserve_failures_total", 'error_type="empty"')
+    inference_before = _sample(client, "distilserve_stage_duration_seconds_count", 'stage="inference"')
+    tokens_before = _sample(client, "distilserve_batch_tokens_sum")
+    client.post("/embed", json={"inputs": ["one sentence", "and another one"]})
+    client.post("/embed", json={"inputs": []})
+    assert _sample(client, "distilserve_requests_total", 'route="/embed",status="200"') == ok_before + 1
+    assert _sample(client, "distilserve_failures_total", 'error_type="empty"') == bad_before + 1
+    assert _sample(client, "distilserve_stage_duration_seconds_count", 'stage="inference"') == inference_before + 1
+    assert _sample(client, "distilserve_batch_tokens_sum") > tokens_before
+    assert _sample(client, "distilserve_ready") == 1.0

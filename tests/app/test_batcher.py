@@ -1,0 +1,234 @@
+"""The batcher's promises, one by one, with a fake processor: no HTTP, no ONNX."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+
+import pytest
+
+from app.batcher import Batcher, BatchStats, plan_batch
+from app.errors import BackendError, Overloaded, Unhealthy
+
+
+class EchoProcessor:
+    """Answers each item with (item, batch size); can block, fail a batch, or fail one item."""
+
+    def __init__(self, delay_s: float = 0.0, fail_batch_containing: str | None = None) -> None:
+        self.delay_s = delay_s
+        self.fail_batch_containing = fail_batch_containing
+        self.prepared: list[list[str]] = []
+        self.ran: list[list[str]] = []
+        self.threads: set[str] = set()
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def prepare(self, items: Sequence[str]) -> list[str]:
+        self.prepared.append(list(items))
+        return list(items)
+
+    def run(self, prepared: list[str]) -> list[object]:
+        self.gate.wait(5)
+        self.threads.add(threading.current_thread().name)
+        self.ran.append(prepared)
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if self.fail_batch_containing in prepared:
+            raise RuntimeError("boom")
+        return [ValueError(f"bad {item}") if item.startswith("bad") else (item, len(prepared)) for item in prepared]
+
+
+def make(processor: EchoProcessor, **overrides: object) -> Batcher[str, list[str], object]:
+    options: dict[str, object] = dict(max_batch_tokens=100, max_batch_size=4, max_wait_s=0.005, max_queue=64)
+    options.update(overrides)
+    return Batcher(processor, **options)  # type: ignore[arg-type]
+
+
+def test_plan_batch_respects_the_token_budget_and_size() -> None:
+    lengths = [10, 50, 11, 12, 49, 9, 10]
+    chosen = plan_batch(lengths, max_batch_tokens=40, max_batch_size=8)
+    assert 0 in chosen  # the oldest is always taken
+    assert max(lengths[i] for i in chosen) * len(chosen) <= 40
+    assert len(plan_batch([5] * 20, max_batch_tokens=1000, max_batch_size=6)) == 6
+
+
+def test_plan_batch_groups_similar_lengths_and_sorts_them() -> None:
+    lengths = [30, 100, 5, 31, 99, 29, 6]
+    chosen = plan_batch(lengths, max_batch_tokens=120, max_batch_size=4)
+    assert sorted(lengths[i] for i in chosen) == [lengths[i] for i in chosen]  # sorted by length
+    assert {lengths[i] for i in chosen} == {29, 30, 31}  # near the head's length, not the 100s or 5s
+    # The long ones go together next, rather than padding the short ones.
+    rest = [length for i, length in enumerate(lengths) if i not in chosen]
+    assert {rest[i] for i in plan_batch(rest, 240, 4)} >= {100}
+
+
+def test_plan_batch_takes_the_head_even_when_it_is_the_longest() -> None:
+    assert plan_batch([80, 10, 10, 10], max_batch_tokens=100, max_batch_size=4) == [0]
+
+
+@pytest.mark.asyncio
+async def test_one_output_per_input_in_order() -> None:
+    processor = EchoProcessor()
+    batcher = make(processor)
+    batcher.start()
+    items = [f"item{i}" for i in range(10)]
+    results = await asyncio.gather(*batcher.submit(items, [3] * 10))
+    assert [result.value[0] for result in results] == items
+    assert sum(len(batch) for batch in processor.ran) == 10
+    assert all(len(batch) <= 4 for batch in processor.ran)
+    await batcher.close()
+
+
+@pytest.mark.asyncio
+async def test_batches_form_under_the_budget_from_concurrent_submissions() -> None:
+    stats: list[BatchStats] = []
+    processor = EchoProcessor()
+    processor.gate.clear()  # hold the worker so everything queues
+    batcher = make(processor, max_batch_tokens=60, max_batch_size=8, on_batch=stats.append)
+    batcher.start()
+    first = batcher.submit(["x"], [5])
+    await asyncio.sleep(0.02)  # the first batch is now on the worker, blocked
+    lengths = [10, 20, 10, 30, 10, 20]
+    futures = [batcher.submit([f"n{i}"], [length])[0] for i, length in enumerate(lengths)]
+    processor.gate.set()
+    await asyncio.gather(*first, *futures)
+    for batch in stats:
+        assert batch.padded_tokens <= 60 and batch.size <= 8
+        assert 0.0 <= batch.padding_ratio < 1.0
+    assert sum(batch.size for batch in stats) == 7
+    assert len(stats) < 7  # the queued items were batched together, not one by one
+    await batcher.close()
+
+
+@pytest.mark.asyncio
+async def test_next_batch_is_prepared_while_the_current_one_runs() -> None:
+    processor = EchoProcessor()
+    processor.gate.clear()
+    batcher = make(processor, max_batch_size=2)
+    batcher.start()
+    first = batcher.submit(["a", "b"], [1, 1])
+    await asyncio.sleep(0.02)
+    second = batcher.submit(["c", "d"], [1, 1])  # a full batch: prepared without waiting for the worker
+    await asyncio.sleep(0.02)
+    assert processor.prepared == [["a", "b"], ["c", "d"]] and processor.ran == []
+    processor.gate.set()
+    await asyncio.gather(*first, *second)
+    assert len(processor.threads) == 1 and threading.current_thread().name not in processor.threads
+    await batcher.close()
+
+
+@pytest.mark.asyncio
+async def test_full_queue_refuses_at_once_with_retry_after_and_queues_nothing() -> None:
+    processor = EchoProcessor()
+    processor.gate.clear()
+    batcher = make(processor, max_queue=5, retry_after_s=3)
+    batcher.start()
+    held = batcher.submit(["a"], [1])
+    await asyncio.sleep(0.02)  # "a" is on the worker; the queue is empty
+    queued = batcher.submit(["b", "c", "d", "e"], [1] * 4)
+    with pytest.raises(Overloaded) as refused:
+        batcher.submit(["f", "g"], [1, 1])  # 4 + 2 > 5: all or nothing
+    assert refused.value.headers == {"Retry-After": "3"}
+    assert refused.value.status == 429
+    assert batcher.queue_depth == 4
+    processor.gate.set()
+    await asyncio.gather(*held, *queued)
+    await batcher.close()
+
+
+@pytest.mark.asyncio
+async def test_cancelled_items_are_skipped() -> None:
+    processor = EchoProcessor()
+    processor.gate.clear()
+    batcher = make(processor)
+    batcher.start()
+    held = batcher.submit(["a"], [1])
+    await asyncio.sleep(0.02)
+    gone = batcher.submit(["gone1", "gone2"], [1, 1])
+    kept = batcher.submit(["kept"], [1])
+    for future in gone:
+        future.cancel()
+    processor.gate.set()
+    await asyncio.gather(*held, *kept)
+    ran = [item for batch in processor.ran for item in batch]
+    assert "kept" in ran and "gone1" not in ran and "gone2" not in ran
+    await batcher.close()
+
+
+@pytest.mark.asyncio
+async def test_a_failing_batch_fails_only_its_own_items() -> None:
+    processor = EchoProcessor(fail_batch_containing="poison")
+    processor.gate.clear()
+    batcher = make(processor, max_batch_size=2)
+    batcher.start()
+    held = batcher.submit(["a"], [1])
+    await asyncio.sleep(0.02)
+    poisoned = batcher.submit(["poison", "neighbour"], [1, 1])
+    later = batcher.submit(["c", "d"], [1, 1])
+    processor.gate.set()
+    outcomes = await asyncio.gather(*held, *poisoned, *later, return_exceptions=True)
+    assert [type(outcome) for outcome in outcomes[1:3]] == [BackendError, BackendError]
+    assert [outcome.value[0] for outcome in (outcomes[0], *outcomes[3:])] == ["a", "c", "d"]  # type: ignore[union-attr]
+    assert batcher.healthy
+    assert (await asyncio.gather(*batcher.submit(["after"], [1])))[0].value[0] == "after"
+    await batcher.close()
+
+
+@pytest.mark.asyncio
+async def test_an_item_error_fails_that_item_only() -> None:
+    batcher = make(EchoProcessor())
+    batcher.start()
+    outcomes = await asyncio.gather(*batcher.submit(["ok", "bad1", "ok2"], [1, 1, 1]), return_exceptions=True)
+    assert isinstance(outcomes[1], ValueError)
+    assert outcomes[0].value[0] == "ok" and outcomes[2].value[0] == "ok2"  # type: ignore[union-attr]
+    await batcher.close()
+
+
+@pytest.mark.asyncio
+async def test_loop_death_fails_every_pending_item_and_turns_unhealthy(monkeypatch: pytest.MonkeyPatch) -> None:
+    processor = EchoProcessor()
+    processor.gate.clear()
+    batcher = make(processor, max_batch_size=1)
+    batcher.start()
+    running = batcher.submit(["a"], [1])
+    await asyncio.sleep(0.02)
+
+    def broken() -> list[object]:
+        raise RuntimeError("bug in the loop")
+
+    monkeypatch.setattr(batcher, "_take_batch", broken)
+    pending = batcher.submit(["b", "c"], [1, 1])
+    processor.gate.set()
+    outcomes = await asyncio.gather(*running, *pending, return_exceptions=True)
+    assert outcomes[0].value[0] == "a"  # type: ignore[union-attr]  # the batch already running still answers
+    assert all(isinstance(outcome, Unhealthy) for outcome in outcomes[1:])
+    assert not batcher.healthy
+    with pytest.raises(Unhealthy):
+        batcher.submit(["d"], [1])
+    await batcher.close()
+
+
+@pytest.mark.asyncio
+async def test_close_drains_what_was_accepted_then_refuses() -> None:
+    processor = EchoProcessor(delay_s=0.01)
+    batcher = make(processor, max_batch_size=2)
+    batcher.start()
+    futures = batcher.submit([f"i{i}" for i in range(7)], [1] * 7)
+    await batcher.close()
+    assert all(future.done() and not future.cancelled() and future.exception() is None for future in futures)
+    with pytest.raises(Unhealthy):
+        batcher.submit(["late"], [1])
+
+
+@pytest.mark.asyncio
+async def test_a_lone_item_waits_only_briefly() -> None:
+    batcher = make(EchoProcessor(), max_wait_s=0.05)
+    batcher.start()
+    started = time.perf_counter()
+    result = (await asyncio.gather(*batcher.submit(["solo"], [1])))[0]
+    elapsed = time.perf_counter() - started
+    assert 0.04 <= elapsed < 0.5
+    assert result.queue_s >= 0.04 and result.batch_size == 1
+    await batcher.close()
