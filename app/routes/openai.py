@@ -10,12 +10,19 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
+from app import tasks
 from app.errors import EmptyInput, InvalidInput
+from app.routes.common import cancel_on_disconnect, engine_of, json_response
+from app.routes.tei import error_responses
+
+router = APIRouter(tags=["openai"])
 
 TokenIds = list[StrictInt]
 EmbeddingInput = StrictStr | list[StrictStr] | TokenIds | list[TokenIds]
@@ -58,6 +65,16 @@ class EmbeddingsResponse(BaseModel):
     usage: Usage
 
 
+class OpenAIError(BaseModel):
+    message: str
+    type: str = Field(description="OpenAI's error type, e.g. invalid_request_error.")
+    code: str = Field(description="distilserve's error kind (TEI's error_type vocabulary).")
+
+
+class OpenAIErrorBody(BaseModel):
+    error: OpenAIError
+
+
 def split_input(value: EmbeddingInput) -> tuple[list[str], list[list[int]]]:
     """(texts, token id lists): exactly one of the two is non-empty. Raises EmptyInput for nothing to embed."""
     if isinstance(value, str):
@@ -77,31 +94,45 @@ def split_input(value: EmbeddingInput) -> tuple[list[str], list[list[int]]]:
     return texts, ids
 
 
-def reduce_dimensions(embeddings: np.ndarray, dimensions: int | None) -> np.ndarray:
-    """Keep the first `dimensions` columns and L2-normalize each row (OpenAI's shortened embeddings).
-
-    Without `dimensions` the rows are only normalized: OpenAI's embeddings are unit length.
-    """
-    hidden = embeddings.shape[-1]
-    if dimensions is not None:
-        if dimensions > hidden:
-            raise InvalidInput(f"`dimensions` is {dimensions} but this model's embeddings have {hidden} dimensions")
-        embeddings = embeddings[..., :dimensions]
-    norms = np.linalg.norm(embeddings, axis=-1, keepdims=True)
-    return (embeddings / np.maximum(norms, np.finfo(np.float32).tiny)).astype(np.float32)
-
-
-def encode_base64(vector: np.ndarray) -> str:
+def encode_base64(vector: Sequence[float] | np.ndarray) -> str:
     """Little-endian float32 bytes, base64: what the openai client decodes with numpy's `<f4`."""
     return base64.b64encode(np.ascontiguousarray(vector, dtype="<f4").tobytes()).decode("ascii")
 
 
-def build_response(
-    embeddings: np.ndarray, token_counts: Sequence[int], model: str, encoding_format: str
-) -> EmbeddingsResponse:
+def response_content(
+    vectors: Sequence[Sequence[float]], token_counts: Sequence[int], model: str, encoding_format: str
+) -> dict[str, Any]:
     data = [
-        Embedding(index=index, embedding=encode_base64(row) if encoding_format == "base64" else row.tolist())
-        for index, row in enumerate(embeddings)
+        {
+            "object": "embedding",
+            "index": index,
+            "embedding": encode_base64(vector) if encoding_format == "base64" else list(vector),
+        }
+        for index, vector in enumerate(vectors)
     ]
     tokens = int(sum(token_counts))
-    return EmbeddingsResponse(data=data, model=model, usage=Usage(prompt_tokens=tokens, total_tokens=tokens))
+    return {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+
+_ROUTE: dict[str, Any] = {
+    "response_model": EmbeddingsResponse,
+    "summary": "Create embeddings (OpenAI's API): unit-length, optionally shortened to `dimensions`",
+    "responses": error_responses("empty", "tokenizer", "overloaded", "unhealthy", body=OpenAIErrorBody),
+}
+
+
+@router.post("/v1/embeddings", **_ROUTE)
+@router.post("/embeddings", **_ROUTE)
+async def create_embeddings(body: EmbeddingsRequest, request: Request) -> Response:
+    engine = engine_of(request)
+    texts, ids = split_input(body.input)
+    hidden = engine.manifest.arch.hidden_size
+    if body.dimensions is not None and body.dimensions > hidden:
+        raise InvalidInput(f"dimensions must be between 1 and {hidden}, got {body.dimensions}")
+    result = await cancel_on_disconnect(
+        request, engine.embeddings(texts=texts) if texts else engine.embeddings(ids=ids)
+    )
+    # OpenAI's embeddings are unit length; shortened ones are truncated first, then re-normalized.
+    vectors = [tasks.embedding(vector, True, body.dimensions) for vector in result.vectors]
+    model = body.model or engine.manifest.model_id
+    return json_response(response_content(vectors, result.token_counts, model, body.encoding_format), result.timings)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 from fastapi import APIRouter, FastAPI
 from fastapi.testclient import TestClient
@@ -9,6 +12,9 @@ from pydantic import SecretStr
 
 from app.auth import auth_dependencies, key_matches
 from app.errors import install_error_handlers
+from app.server import create_app
+from app.settings import Settings
+from tests.app.conftest import serving
 
 KEY = "s3cret-key"
 
@@ -88,3 +94,50 @@ def test_key_comparison() -> None:
     assert key_matches(KEY, SecretStr(KEY))
     assert not key_matches(KEY + "x", SecretStr(KEY))
     assert key_matches("ключ", SecretStr("ключ"))
+
+
+PROTECTED = [
+    ("/embed", {"inputs": "x"}),
+    ("/fill-mask", {"inputs": "a [MASK]"}),
+    ("/v1/embeddings", {"input": "x"}),
+    ("/embeddings", {"input": "x"}),
+    ("/", {"inputs": "x"}),
+    ("/", {"inputs": "a [MASK]", "parameters": {}}),
+    ("/tokenize", {"inputs": "x"}),
+    ("/decode", {"ids": [101]}),
+]
+OPEN = ["/health", "/ready", "/metrics", "/info", "/", "/static/widget.js", "/docs", "/openapi.json"]
+
+
+@pytest.fixture(scope="module")
+def served(tiny_mlm_model_dir: Path) -> Iterator[TestClient]:
+    settings = Settings(
+        model_dir=tiny_mlm_model_dir, providers=["cpu"], intra_op_threads=1, max_batch_tokens=512,
+        api_key=SecretStr(KEY),
+    )
+    with serving(create_app(settings)) as test_client:
+        yield test_client
+
+
+@pytest.mark.parametrize(("path", "body"), PROTECTED)
+def test_app_inference_routes_need_the_key(served: TestClient, path: str, body: object) -> None:
+    missing = served.post(path, json=body)
+    wrong = served.post(path, json=body, headers={"Authorization": "Bearer not-it"})
+    right = served.post(path, json=body, headers={"Authorization": f"Bearer {KEY}"})
+    assert (missing.status_code, wrong.status_code, right.status_code) == (401, 401, 200)
+    for response in (missing, wrong):
+        message = response.json()["error"]
+        if isinstance(message, dict):  # OpenAI style on /v1/embeddings and /embeddings
+            assert message["code"] == "unauthorized"
+        else:
+            assert response.json()["error_type"] == "unauthorized"
+
+
+@pytest.mark.parametrize("path", OPEN)
+def test_app_open_routes_stay_open(served: TestClient, path: str) -> None:
+    assert served.get(path).status_code == 200
+
+
+def test_app_unauthorized_is_counted(served: TestClient) -> None:
+    served.post("/embed", json={"inputs": "x"})
+    assert 'distilserve_failures_total{error_type="unauthorized"}' in served.get("/metrics").text

@@ -1,15 +1,136 @@
-"""OpenAI embeddings: the pure pieces (input split, dimensions, base64) and the routes on a tiny model."""
+"""OpenAI embeddings: the pure pieces (input split, base64, response) and the routes on the tiny model."""
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from app.errors import EmptyInput, InvalidInput
-from app.routes.openai import EmbeddingsRequest, build_response, encode_base64, reduce_dimensions, split_input
+from app.errors import EmptyInput
+from app.routes.openai import (
+    EmbeddingsRequest,
+    EmbeddingsResponse,
+    encode_base64,
+    response_content,
+    split_input,
+)
+from app.server import create_app
+from app.settings import Settings
+from tests.app.conftest import serving
+
+TEXTS = ["The cat sat on the mat.", "Embeddings map text to vectors."]
+
+
+@pytest.fixture(scope="module")
+def client(tiny_mlm_model_dir: Path) -> Iterator[TestClient]:
+    settings = Settings(
+        model_dir=tiny_mlm_model_dir, providers=["cpu"], intra_op_threads=1, max_inputs_per_request=4,
+        max_input_length=16, max_batch_tokens=256,
+    )
+    with serving(create_app(settings)) as test_client:
+        yield test_client
+
+
+def embed(client: TestClient, inputs: list[str]) -> np.ndarray:
+    response = client.post("/embed", json={"inputs": inputs, "normalize": True})
+    assert response.status_code == 200, response.text
+    return np.asarray(response.json(), dtype=np.float32)
+
+
+def token_ids(client: TestClient, text: str) -> list[int]:
+    return [token["id"] for token in client.post("/tokenize", json={"inputs": text}).json()[0]]
+
+
+def assert_openai_error(response: object, status: int, code: str, *fragments: str) -> None:
+    assert response.status_code == status, response.text  # type: ignore[attr-defined]
+    error = response.json()["error"]  # type: ignore[attr-defined]
+    assert set(error) == {"message", "type", "code"}
+    assert error["code"] == code
+    assert error["type"] == "invalid_request_error"
+    for fragment in fragments:
+        assert fragment in error["message"]
+
+
+class TestRoutes:
+    @pytest.mark.parametrize("path", ["/v1/embeddings", "/embeddings"])
+    def test_float_equals_normalized_embed(self, client: TestClient, path: str) -> None:
+        response = client.post(path, json={"input": TEXTS, "model": "my-model", "encoding_format": "float"})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["model"] == "my-model"
+        assert [item["index"] for item in body["data"]] == [0, 1]
+        got = np.asarray([item["embedding"] for item in body["data"]], dtype=np.float32)
+        np.testing.assert_allclose(got, embed(client, TEXTS), atol=1e-6)
+        tokens = sum(len(token_ids(client, text)) for text in TEXTS)
+        assert body["usage"] == {"prompt_tokens": tokens, "total_tokens": tokens}
+
+    def test_base64_is_little_endian_float32(self, client: TestClient) -> None:
+        body = client.post("/v1/embeddings", json={"input": TEXTS[0], "encoding_format": "base64"}).json()
+        decoded = np.frombuffer(base64.b64decode(body["data"][0]["embedding"]), dtype="<f4")
+        np.testing.assert_allclose(decoded, embed(client, [TEXTS[0]])[0], atol=1e-6)
+
+    def test_model_defaults_to_the_served_one(self, client: TestClient) -> None:
+        body = client.post("/v1/embeddings", json={"input": "x"}).json()
+        assert body["model"] == client.get("/info").json()["model_id"]
+
+    def test_token_ids_equal_text(self, client: TestClient) -> None:
+        ids = token_ids(client, TEXTS[1])
+        for value in (ids, ids[1:-1], [ids, ids[1:-1]]):
+            body = client.post("/v1/embeddings", json={"input": value}).json()
+            for item in body["data"]:
+                np.testing.assert_allclose(item["embedding"], embed(client, [TEXTS[1]])[0], atol=1e-5)
+            assert body["usage"]["prompt_tokens"] == len(ids) * len(body["data"])
+
+    def test_dimensions_truncate_then_renormalize(self, client: TestClient) -> None:
+        body = client.post("/v1/embeddings", json={"input": TEXTS[0], "dimensions": 5}).json()
+        got = np.asarray(body["data"][0]["embedding"])
+        raw = np.asarray(client.post("/embed", json={"inputs": TEXTS[0], "normalize": False}).json()[0])[:5]
+        np.testing.assert_allclose(got, raw / np.linalg.norm(raw), atol=1e-5)
+
+    def test_timing_headers(self, client: TestClient) -> None:
+        response = client.post("/v1/embeddings", json={"input": TEXTS})
+        for name in ("x-tokenization-time", "x-queue-time", "x-inference-time", "x-total-time"):
+            assert float(response.headers[name]) >= 0.0
+
+    def test_client_mistakes_are_4xx_in_openai_style(self, client: TestClient) -> None:
+        hidden = client.get("/info").json()["hidden_size"]
+        assert_openai_error(
+            client.post("/v1/embeddings", json={"input": "x", "dimensions": hidden + 1}), 422, "validation",
+            "dimensions", str(hidden),
+        )
+        assert_openai_error(client.post("/v1/embeddings", json={"input": []}), 400, "empty", "empty")
+        assert_openai_error(client.post("/embeddings", json={"input": [""]}), 400, "empty")
+        assert_openai_error(client.post("/v1/embeddings", json={"input": [1, "a"]}), 422, "validation", "input")
+        assert_openai_error(client.post("/v1/embeddings", json={"inputs": "x"}), 422, "validation", "input")
+        assert_openai_error(
+            client.post("/v1/embeddings", json={"input": "x", "encoding_format": "int8"}), 422, "validation",
+            "encoding_format",
+        )
+        assert_openai_error(
+            client.post("/v1/embeddings", content=b"{not json", headers={"content-type": "application/json"}),
+            422, "validation", "JSON",
+        )
+        assert_openai_error(client.post("/v1/embeddings", json={"input": ["a"] * 5}), 422, "validation", "at most 4")
+        assert_openai_error(client.post("/v1/embeddings", json={"input": [10**9]}), 422, "validation", "vocabulary")
+        assert_openai_error(
+            client.post("/v1/embeddings", json={"input": "word " * 40}), 422, "validation", "at most 16"
+        )
+
+    def test_openapi_documents_openai_errors(self, client: TestClient) -> None:
+        schema = client.get("/openapi.json").json()
+        for path in ("/v1/embeddings", "/embeddings"):
+            operation = schema["paths"][path]["post"]
+            assert {"200", "400", "401", "413", "422", "429", "500", "503"} <= set(operation["responses"])
+            ref = operation["responses"]["422"]["content"]["application/json"]["schema"]["$ref"]
+            assert ref.endswith("/OpenAIErrorBody")
+        assert "HTTPValidationError" not in schema["components"]["schemas"] or all(
+            "HTTPValidationError" not in str(schema["paths"][p]) for p in ("/v1/embeddings", "/embeddings")
+        )
 
 
 class TestRequestModel:
@@ -48,26 +169,6 @@ class TestRequestModel:
             EmbeddingsRequest.model_validate(body)
 
 
-class TestDimensions:
-    def test_truncates_and_renormalizes(self) -> None:
-        embeddings = np.array([[3.0, 4.0, 12.0], [1.0, 0.0, 5.0]], dtype=np.float32)
-        reduced = reduce_dimensions(embeddings, 2)
-        np.testing.assert_allclose(reduced, [[0.6, 0.8], [1.0, 0.0]], rtol=1e-6)
-
-    def test_without_dimensions_rows_are_unit_length(self) -> None:
-        embeddings = np.random.default_rng(0).normal(size=(3, 8)).astype(np.float32)
-        reduced = reduce_dimensions(embeddings, None)
-        np.testing.assert_allclose(np.linalg.norm(reduced, axis=1), 1.0, rtol=1e-6)
-        np.testing.assert_allclose(reduced * np.linalg.norm(embeddings, axis=1, keepdims=True), embeddings, rtol=1e-5)
-
-    def test_more_than_hidden_is_a_client_error(self) -> None:
-        with pytest.raises(InvalidInput, match="8 dimensions"):
-            reduce_dimensions(np.ones((1, 8), dtype=np.float32), 9)
-
-    def test_zero_vector_stays_finite(self) -> None:
-        assert np.isfinite(reduce_dimensions(np.zeros((1, 4), dtype=np.float32), 2)).all()
-
-
 class TestBase64:
     def test_little_endian_float32_round_trip(self) -> None:
         vector = np.array([1.0, -2.5, 3.25e-3], dtype=np.float32)
@@ -81,13 +182,14 @@ class TestBase64:
         assert base64.b64decode(encode_base64(vector)) == b"\x00\x00\x80?\x00\x00\x00@"
 
     def test_response_shape(self) -> None:
-        embeddings = np.eye(2, dtype=np.float32)
-        response = build_response(embeddings, [3, 4], "m", "base64").model_dump()
-        assert response["object"] == "list"
-        assert response["model"] == "m"
-        assert response["usage"] == {"prompt_tokens": 7, "total_tokens": 7}
-        assert [item["index"] for item in response["data"]] == [0, 1]
-        assert all(item["object"] == "embedding" for item in response["data"])
-        assert isinstance(response["data"][0]["embedding"], str)
-        floats = build_response(embeddings, [3, 4], "m", "float").model_dump()
+        content = response_content([[1.0, 0.0], [0.0, 1.0]], [3, 4], "m", "base64")
+        assert content["object"] == "list"
+        assert content["model"] == "m"
+        assert content["usage"] == {"prompt_tokens": 7, "total_tokens": 7}
+        assert [item["index"] for item in content["data"]] == [0, 1]
+        assert all(item["object"] == "embedding" for item in content["data"])
+        assert isinstance(content["data"][0]["embedding"], str)
+        floats = response_content([[1.0, 0.0], [0.0, 1.0]], [3, 4], "m", "float")
         assert floats["data"][1]["embedding"] == [0.0, 1.0]
+        EmbeddingsResponse.model_validate(content)
+        EmbeddingsResponse.model_validate(floats)
