@@ -88,14 +88,14 @@ def _download(hub_id: str, revision: str | None) -> ResolvedSource:
     def fetch(filename: str) -> Path | None:
         try:
             return Path(hf_hub_download(hub_id, filename, revision=revision))
+        except LocalEntryNotFoundError:  # a subclass of EntryNotFoundError: offline, nothing cached
+            raise SourceNotFoundError(
+                f"{hub_id}: no such directory, and the hub is unreachable with no cached copy"
+            ) from None
         except EntryNotFoundError:
             return None
         except RepositoryNotFoundError:
             raise SourceNotFoundError(f"{hub_id}: no such directory, and no such hub repository") from None
-        except LocalEntryNotFoundError:
-            raise SourceNotFoundError(
-                f"{hub_id}: no such directory, and the hub is unreachable with no cached copy"
-            ) from None
         except Exception as error:  # network, auth, bad revision: all one-line to the user
             raise SourceNotFoundError(f"{hub_id}: hub download failed: {type(error).__name__}: {error}") from None
 
