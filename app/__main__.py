@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import types
 import typing
@@ -56,6 +57,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)
 
 
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -81,7 +86,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("distilserve").error("cannot start: %s", error)
         return 2
     # Uvicorn's SIGTERM handling stops accepting, lets in-flight requests finish, then runs the
-    # lifespan shutdown, which drains the batcher.
+    # lifespan shutdown, which drains the batcher. Afterwards it restores the previous handler and
+    # re-raises the signal; this handler turns that into a clean exit 0 (orchestrators read a
+    # signal death as a crash).
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False)
     return 0
 
