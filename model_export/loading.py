@@ -59,6 +59,7 @@ def resolve_source(source: str, revision: str | None = None) -> ResolvedSource:
         path = path.resolve()
         if not (path / "config.json").is_file():
             raise MissingFilesError(f"{path}: no config.json; is this a Hugging Face checkpoint directory?")
+        check_model_type(path / "config.json")
         return ResolvedSource("local", str(path), path, revision, _weight_files(path))
     if source.startswith((".", "/", "~")) or not _HUB_ID.match(source):
         raise SourceNotFoundError(f"{source}: no such directory, and not a hub id")
@@ -102,6 +103,7 @@ def _download(hub_id: str, revision: str | None) -> ResolvedSource:
     config = fetch("config.json")
     if config is None:
         raise MissingFilesError(f"{hub_id}: the hub repository has no config.json")
+    check_model_type(config)
     snapshot = config.parent
     if not any(fetch(name) for name in TOKENIZER_FILES):
         raise MissingFilesError(f"{hub_id}: no tokenizer ({' or '.join(TOKENIZER_FILES)}) in the hub repository")
@@ -154,20 +156,25 @@ def load_checkpoint(source: ResolvedSource) -> LoadedCheckpoint:
     return LoadedCheckpoint(source, config, model.eval(), tokenizer, has_mlm_head, architecture)
 
 
-def _load_config(directory: Path) -> Any:
-    import transformers
-
+def check_model_type(config_path: Path) -> None:
+    """Refuse anything but DistilBERT/BERT before any weights are read or downloaded."""
     try:
-        raw = json.loads((directory / "config.json").read_text())
+        raw = json.loads(config_path.read_text())
     except (OSError, json.JSONDecodeError) as error:
-        raise MissingFilesError(f"{directory / 'config.json'}: unreadable: {_first_line(error)}") from None
+        raise MissingFilesError(f"{config_path}: unreadable: {_first_line(error)}") from None
     model_type = raw.get("model_type")
     if model_type not in SUPPORTED_MODEL_TYPES:
         architectures = ", ".join(raw.get("architectures") or []) or "unknown architecture"
         raise UnsupportedArchitectureError(
-            f"{directory}: model_type {model_type!r} ({architectures}) is not supported; "
+            f"{config_path.parent}: model_type {model_type!r} ({architectures}) is not supported; "
             f"supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
         )
+
+
+def _load_config(directory: Path) -> Any:
+    import transformers
+
+    check_model_type(directory / "config.json")
     return transformers.AutoConfig.from_pretrained(directory)
 
 
