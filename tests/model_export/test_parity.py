@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import numpy as np
+
+from model_export.manifest import Parity, read_manifest
+from model_export.parity import GATES, Gate, top_k_ids
+from model_export.sentences import MASK, VALIDATION_SENTENCES
+
+
+def parity(**overrides) -> Parity:
+    figures = dict(
+        embedding_max_abs_diff=1e-6, embedding_min_cosine=1.0, mask_logits_max_abs_diff=1e-6,
+        top1_agreement=1.0, top5_identical=True, top_k_agreement_with_pipeline=1.0, sentences=20, gate="",
+    )
+    return Parity(**{**figures, **overrides})
+
+
+def test_validation_sentences_are_mixed() -> None:
+    assert 16 <= len(VALIDATION_SENTENCES) <= 24
+    lengths = [len(sentence.split()) for sentence in VALIDATION_SENTENCES]
+    assert min(lengths) <= 2 and max(lengths) >= 40
+    assert sum(sentence.count(MASK) for sentence in VALIDATION_SENTENCES) >= 12
+
+
+def test_gates_as_the_issue_states_them() -> None:
+    assert GATES["fp32"].failures(parity()) == []
+    assert GATES["fp32"].failures(parity(mask_logits_max_abs_diff=2e-4))
+    assert GATES["fp32"].failures(parity(top5_identical=False))
+    assert GATES["fp16"].failures(parity(embedding_max_abs_diff=3e-3, embedding_min_cosine=0.9995)) == []
+    assert GATES["fp16"].failures(parity(top1_agreement=0.95))
+    assert GATES["fp16"].failures(parity(embedding_min_cosine=0.998))
+    assert GATES["int8"].failures(parity(embedding_min_cosine=0.991, top1_agreement=0.9, top5_identical=False)) == []
+    assert GATES["int8"].failures(parity(top1_agreement=0.85))
+    assert GATES["int8"].failures(parity(embedding_min_cosine=0.985))
+
+
+def test_embedding_only_gates_ignore_mask_criteria() -> None:
+    embed_only = parity(mask_logits_max_abs_diff=None, top1_agreement=None, top5_identical=None, top_k_agreement_with_pipeline=None)
+    for gate in GATES.values():
+        assert gate.failures(embed_only) == []
+    assert Gate(min_cosine=0.99).describe(has_mlm=False) == "embedding cosine >= 0.99"
+
+
+def test_top_k_ids_are_largest_first() -> None:
+    logits = np.array([[0.1, 3.0, -1.0, 2.0, 5.0, 0.0]])
+    assert top_k_ids(logits, 3).tolist() == [[4, 1, 3]]
+
+
+def test_receipts_record_every_figure(tiny_exports) -> None:
+    manifest = read_manifest(tiny_exports["distilbert-mlm"])
+    receipt = manifest.variants["fp32"].parity
+    assert receipt.embedding_max_abs_diff <= 1e-4 and receipt.top5_identical
+    assert receipt.top_k_agreement_with_pipeline == 1.0
+    assert receipt.gate == GATES["fp32"].describe(has_mlm=True)
+    encoder = read_manifest(tiny_exports["bert-encoder"]).variants["fp32"].parity
+    assert encoder.mask_logits_max_abs_diff is None and encoder.top1_agreement is None
