@@ -50,6 +50,11 @@
     $(prefix + "-time").textContent = totalMs === null || totalMs === undefined ? "" : "Computed in " + totalMs + " ms";
   }
 
+  // Three decimals like the hub widget, but a tiny probability stays readable instead of "0.000".
+  function formatScore(score) {
+    return score !== 0 && Math.abs(score) < 0.001 ? score.toExponential(1) : score.toFixed(3);
+  }
+
   // One labelled bar; width is the score clamped to [0, 1].
   function barRow(label, score, className) {
     const row = document.createElement("div");
@@ -65,7 +70,7 @@
     track.appendChild(fill);
     const value = document.createElement("span");
     value.className = "bar-score";
-    value.textContent = score.toFixed(3);
+    value.textContent = formatScore(score);
     row.append(name, track, value);
     return row;
   }
@@ -94,42 +99,51 @@
     }
   }
 
-  async function runFillMask(event) {
-    event.preventDefault();
-    const button = $("fill-mask-submit");
-    const results = $("fill-mask-results");
-    button.disabled = true;
-    showError("fill-mask", null);
-    try {
-      const payload = {
-        inputs: $("fill-mask-input").value,
-        parameters: { top_k: parseInt($("fill-mask-top-k").value, 10) },
-      };
-      const { body, totalMs } = await postJSON("fill-mask", payload);
-      // One mask -> a list of predictions; several masks -> one list per mask.
-      const groups = body.length && Array.isArray(body[0]) ? body : [body];
-      results.replaceChildren();
-      groups.forEach((predictions, index) => {
-        if (groups.length > 1) {
-          const title = document.createElement("div");
-          title.className = "group-title";
-          title.textContent = "Mask " + (index + 1);
-          results.appendChild(title);
-        }
-        predictions.forEach((p) => {
-          const row = barRow(p.token_str, p.score, "prediction");
-          row.title = p.sequence;
-          results.appendChild(row);
-        });
+  // Shared by both boxes: `compute` returns {rows, totalMs}; errors land in the box's error line.
+  function runner(prefix, compute) {
+    return async function (event) {
+      event.preventDefault();
+      const button = $(prefix + "-submit");
+      const results = $(prefix + "-results");
+      button.disabled = true;
+      showError(prefix, null);
+      try {
+        const { rows, totalMs } = await compute();
+        results.replaceChildren(...rows);
+        showTime(prefix, totalMs);
+      } catch (e) {
+        results.replaceChildren();
+        showTime(prefix, null);
+        showError(prefix, e);
+      } finally {
+        button.disabled = false;
+      }
+    };
+  }
+
+  async function fillMask() {
+    const payload = {
+      inputs: $("fill-mask-input").value,
+      parameters: { top_k: parseInt($("fill-mask-top-k").value, 10) },
+    };
+    const { body, totalMs } = await postJSON("fill-mask", payload);
+    // One mask -> a list of predictions; several masks -> one list per mask.
+    const groups = body.length && Array.isArray(body[0]) ? body : [body];
+    const rows = [];
+    groups.forEach((predictions, index) => {
+      if (groups.length > 1) {
+        const title = document.createElement("div");
+        title.className = "group-title";
+        title.textContent = "Mask " + (index + 1);
+        rows.push(title);
+      }
+      predictions.forEach((p) => {
+        const row = barRow(p.token_str, p.score, "prediction");
+        row.title = p.sequence;
+        rows.push(row);
       });
-      showTime("fill-mask", totalMs);
-    } catch (e) {
-      results.replaceChildren();
-      showTime("fill-mask", null);
-      showError("fill-mask", e);
-    } finally {
-      button.disabled = false;
-    }
+    });
+    return { rows, totalMs };
   }
 
   function dot(a, b) {
@@ -138,31 +152,17 @@
     return sum;
   }
 
-  async function runSimilarity(event) {
-    event.preventDefault();
-    const button = $("similarity-submit");
-    const results = $("similarity-results");
-    button.disabled = true;
-    showError("similarity", null);
-    try {
-      const source = $("similarity-source").value;
-      const sentences = Array.from(document.querySelectorAll(".similarity-sentence"))
-        .map((input) => input.value)
-        .filter((text) => text.trim() !== "");
-      if (!source.trim() || sentences.length === 0) throw new Error("Enter a source sentence and at least one other.");
-      // normalize=true makes the dot product the cosine similarity.
-      const { body, totalMs } = await postJSON("embed", { inputs: [source].concat(sentences), normalize: true });
-      const [sourceVector, ...others] = body;
-      results.replaceChildren();
-      others.forEach((vector, i) => results.appendChild(barRow(sentences[i], dot(sourceVector, vector), "similarity")));
-      showTime("similarity", totalMs);
-    } catch (e) {
-      results.replaceChildren();
-      showTime("similarity", null);
-      showError("similarity", e);
-    } finally {
-      button.disabled = false;
-    }
+  async function similarity() {
+    const source = $("similarity-source").value;
+    const sentences = Array.from(document.querySelectorAll(".similarity-sentence"))
+      .map((input) => input.value)
+      .filter((text) => text.trim() !== "");
+    if (!source.trim() || sentences.length === 0) throw new Error("Enter a source sentence and at least one other.");
+    // normalize=true makes the dot product the cosine similarity.
+    const { body, totalMs } = await postJSON("embed", { inputs: [source].concat(sentences), normalize: true });
+    const [sourceVector, ...others] = body;
+    const rows = others.map((vector, i) => barRow(sentences[i], dot(sourceVector, vector), "similarity"));
+    return { rows, totalMs };
   }
 
   function addSentence() {
@@ -175,8 +175,8 @@
   }
 
   document.addEventListener("DOMContentLoaded", () => {
-    $("fill-mask-form").addEventListener("submit", runFillMask);
-    $("similarity-form").addEventListener("submit", runSimilarity);
+    $("fill-mask-form").addEventListener("submit", runner("fill-mask", fillMask));
+    $("similarity-form").addEventListener("submit", runner("similarity", similarity));
     $("similarity-add").addEventListener("click", addSentence);
     loadInfo();
   });

@@ -38,34 +38,22 @@ def test_task_of(body: object, task: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "body",
+    ("body", "same_as"),
     [
-        {"inputs": "Paris is the [MASK] of France.", "parameters": {}},
-        {"inputs": "The [MASK] sat on the [MASK].", "parameters": {"top_k": 2}},
-        {"inputs": ["A [MASK] day.", "Two [MASK] [MASK]."], "parameters": {"top_k": 3}},
-        {"inputs": "A cup of [MASK].", "parameters": {"targets": ["tea", "coffee"]}},
+        ({"inputs": "Paris is the [MASK] of France.", "parameters": {}}, "/fill-mask"),
+        ({"inputs": "The [MASK] sat on the [MASK].", "parameters": {"top_k": 2}}, "/fill-mask"),
+        ({"inputs": ["A [MASK] day.", "Two [MASK] [MASK]."], "parameters": {"top_k": 3}}, "/fill-mask"),
+        ({"inputs": "A cup of [MASK].", "parameters": {"targets": ["tea", "coffee"]}}, "/fill-mask"),
+        ({"inputs": "hello world"}, "/embed"),
+        ({"inputs": ["first", "second one"], "normalize": False}, "/embed"),
+        ({"inputs": "a [MASK] as text", "normalize": True, "truncate": True, "truncation_direction": "Left"}, "/embed"),
+        ({"inputs": ["x"], "dimensions": 4, "prompt_name": None}, "/embed"),
     ],
 )
-def test_parameters_mean_fill_mask(client: TestClient, body: dict[str, object]) -> None:
+def test_parameters_mean_fill_mask_else_embed(client: TestClient, body: dict[str, object], same_as: str) -> None:
     response = client.post("/", json=body)
     assert response.status_code == 200, response.text
-    assert response.json() == client.post("/fill-mask", json=body).json()
-    assert all(name in response.headers for name in TIMING_HEADERS)
-
-
-@pytest.mark.parametrize(
-    "body",
-    [
-        {"inputs": "hello world"},
-        {"inputs": ["first", "second one"], "normalize": False},
-        {"inputs": "a [MASK] is just text here", "normalize": True, "truncate": True, "truncation_direction": "Left"},
-        {"inputs": ["x"], "dimensions": 4, "prompt_name": None},
-    ],
-)
-def test_other_bodies_mean_feature_extraction(client: TestClient, body: dict[str, object]) -> None:
-    response = client.post("/", json=body)
-    assert response.status_code == 200, response.text
-    assert response.json() == client.post("/embed", json=body).json()
+    assert response.json() == client.post(same_as, json=body).json()
     assert all(name in response.headers for name in TIMING_HEADERS)
 
 

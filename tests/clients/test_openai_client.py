@@ -46,8 +46,13 @@ def requests_to(server: LiveServer, path: str) -> float:
     return total
 
 
-def test_default_base64_equals_embed(client: openai.OpenAI, server: LiveServer) -> None:
+def test_default_base64_equals_embed(server: LiveServer) -> None:
+    sent: list[bytes] = []
+    # Only observes the wire; the client's own behaviour (its default encoding_format) is untouched.
+    http_client = httpx.Client(event_hooks={"request": [lambda request: sent.append(request.read())]})
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=API_KEY, http_client=http_client)
     result = client.embeddings.create(model="any-name", input=SENTENCES[0])
+    assert b'"encoding_format":"base64"' in sent[0].replace(b" ", b"")
     assert result.model == "any-name"
     assert len(result.data) == 1
     got = np.asarray(result.data[0].embedding, dtype=np.float32)

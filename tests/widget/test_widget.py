@@ -89,6 +89,7 @@ def test_fill_mask_and_similarity(browser, server: LiveServer) -> None:  # type:
     info = httpx.get(server.url + "/info").json()
     load(browser, server, DESKTOP)
     assert browser.find_element(By.ID, "model-id").text == info["model_id"]
+    assert browser.find_element(By.ID, "demo-badge").is_displayed() == info["demo"]
 
     text = browser.find_element(By.ID, "fill-mask-input")
     text.clear()
@@ -104,7 +105,7 @@ def test_fill_mask_and_similarity(browser, server: LiveServer) -> None:  # type:
     shown = [row.find_element(By.CLASS_NAME, "bar-label").text for row in rows]
     assert shown == [prediction["token_str"] for prediction in expected]
     scores = [float(row.find_element(By.CLASS_NAME, "bar-score").text) for row in rows]
-    assert scores == pytest.approx([prediction["score"] for prediction in expected], abs=1e-3)
+    assert scores == pytest.approx([prediction["score"] for prediction in expected], rel=0.06, abs=5e-4)
     assert browser.find_element(By.ID, "fill-mask-time").text.startswith("Computed in")
 
     browser.find_element(By.ID, "similarity-submit").click()
