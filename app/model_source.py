@@ -1,0 +1,215 @@
+"""Which model directory to serve: configured, distilbert-base-uncased (or another source) exported
+once and cached, or the offline demo default. No torch here unless an export must run.
+
+Order, first that applies:
+1. `model_dir` is set: serve it.
+2. `model_source` (default distilbert-base-uncased; a hub id or a local checkpoint directory) is
+   already exported in `<cache_dir>/exports/<slug>`: serve the cached export.
+3. `model_source` is a local directory, or a hub id and the hub is reachable (or the Hugging Face
+   cache already holds it): export it once into the cache and serve it.
+4. Otherwise, when `model_source` is the default: the offline default (all-MiniLM-L6-v2 converted
+   to DistilBertForMaskedLM with a small trained head), built once into `<cache_dir>/offline-default`.
+   A non-default source that cannot be had is an error, never silently replaced by the demo.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import re
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("distilserve.model_source")
+
+DEFAULT_SOURCE = "distilbert-base-uncased"
+DEFAULT_CACHE_DIR = Path("~/.cache/distilserve")
+HUB_PROBE_TIMEOUT_S = 2.5
+OFFLINE_DEFAULT_DIR = "offline-default"
+EXPORTS_DIR = "exports"
+BUILD_HINT = (
+    "install the export tools (pip install torch==2.13.0 && pip install -e '.[cpu,export]') and run "
+    "`make default-model` (python -m model_export.default_model build --out {out}), "
+    "or serve an exported directory with --model-dir DIR"
+)
+
+
+class ModelSourceError(Exception):
+    """No model can be served with this configuration; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    path: Path
+    reason: str
+    demo: bool
+
+
+def _setting(settings: Any, name: str, default: Any) -> Any:
+    value = getattr(settings, name, None)
+    return default if value is None else value
+
+
+def source_slug(source: str) -> str:
+    """Cache directory name for a source: the hub id with '/' -> '--', or a local directory's name
+    plus a hash of its absolute path (two checkouts named alike must not share a cache entry)."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        absolute = str(path.resolve())
+        return f"local-{re.sub(r'[^A-Za-z0-9._-]', '_', path.resolve().name)}-{hashlib.sha256(absolute.encode()).hexdigest()[:10]}"
+    return re.sub(r"[^A-Za-z0-9._-]", "_", source.replace("/", "--"))
+
+
+def hub_offline_reason() -> str | None:
+    """Why the hub must not be used, from the environment (None when nothing forbids it)."""
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on"):
+            return f"{name}={os.environ[name]}"
+    return None
+
+
+def probe_hub(timeout: float = HUB_PROBE_TIMEOUT_S) -> str | None:
+    """None when the hub answers within `timeout` seconds, else a short reason."""
+    offline = hub_offline_reason()
+    if offline:
+        return offline
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    request = urllib.request.Request(endpoint + "/api/models/distilbert-base-uncased", method="HEAD")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout):
+            return None
+    except urllib.error.HTTPError as error:
+        return None if error.code < 500 else f"{endpoint} answered HTTP {error.code}"
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        reason = getattr(error, "reason", error)
+        return f"{endpoint} unreachable ({type(reason).__name__}: {reason})"
+
+
+def in_hf_cache(hub_id: str) -> bool:
+    """True when the Hugging Face cache already holds the hub id's config (usable offline)."""
+    if importlib.util.find_spec("huggingface_hub") is None:
+        return False
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(hub_id, "config.json"), str)
+    except Exception:  # a malformed id or cache is simply "not cached"
+        return False
+
+
+def _verifies(directory: Path) -> Any:
+    from model_export.manifest import ManifestError, verify_model_dir
+
+    try:
+        return verify_model_dir(directory)
+    except ManifestError:
+        return None
+
+
+def _torch_missing() -> bool:
+    return importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None
+
+
+def export_source(source: str, out_dir: Path) -> None:
+    """Export a hub id or checkpoint directory with every variant (needs torch)."""
+    from model_export.pipeline import export_model
+
+    export_model(source, out_dir)
+
+
+def build_offline_default(out_dir: Path) -> None:
+    from model_export.default_model.build import build_default_model
+
+    build_default_model(out_dir)
+
+
+def resolve_model_dir(
+    settings: Any,
+    *,
+    probe: Callable[[], str | None] = probe_hub,
+    export: Callable[[str, Path], None] = export_source,
+    build_default: Callable[[Path], None] = build_offline_default,
+) -> ResolvedModel:
+    """Choose the model directory to serve and say why (the reason is logged and shown in /info)."""
+    model_dir = getattr(settings, "model_dir", None)
+    if model_dir is not None:
+        manifest = _verifies(Path(model_dir))
+        resolved = ResolvedModel(Path(model_dir), f"model_dir {model_dir} is configured", bool(manifest and manifest.demo))
+        log.info("model: %s", resolved.reason)
+        return resolved
+
+    source = str(_setting(settings, "model_source", DEFAULT_SOURCE))
+    cache_dir = Path(_setting(settings, "cache_dir", DEFAULT_CACHE_DIR)).expanduser()
+    is_default = source == DEFAULT_SOURCE
+    cached = cache_dir / EXPORTS_DIR / source_slug(source)
+
+    if _verifies(cached) is not None:
+        return _chosen(cached, f"{source}: serving the export cached in {cached}", False)
+
+    local = Path(source).expanduser()
+    why_not: str
+    if local.is_dir():
+        why = f"{source} is a local checkpoint directory; exported into {cached}"
+        return _export_and_choose(source, cached, why, export)
+    if source.startswith((".", "/", "~")):
+        why_not = f"{source} is not a directory"
+    else:
+        unreachable = probe()
+        if unreachable is None:
+            return _export_and_choose(source, cached, f"{source}: the hub is reachable; exported into {cached}", export)
+        if in_hf_cache(source):
+            why = f"{source}: the hub is unreachable ({unreachable}) but the Hugging Face cache holds it; exported into {cached}"
+            return _export_and_choose(source, cached, why, export)
+        why_not = f"{source} is not cached and the hub is unreachable ({unreachable})"
+
+    if not is_default:
+        raise ModelSourceError(
+            f"model_source {why_not}; the offline demo default is used only in place of {DEFAULT_SOURCE}. "
+            "Set DISTILSERVE_MODEL_SOURCE to a local checkpoint directory or DISTILSERVE_MODEL_DIR to an exported one"
+        )
+    offline = cache_dir / OFFLINE_DEFAULT_DIR
+    reason = (
+        f"offline demo default (all-MiniLM-L6-v2 as DistilBertForMaskedLM with a small CPU-trained head; "
+        f"fill-mask quality is far below distilbert-base-uncased): {why_not}. "
+        f"To serve {DEFAULT_SOURCE}, set DISTILSERVE_MODEL_SOURCE to a local copy or make the hub reachable"
+    )
+    if _verifies(offline) is None:
+        if _torch_missing():
+            raise ModelSourceError(
+                f"{why_not}, and the offline default is not built in {offline}: " + BUILD_HINT.format(out=offline)
+            )
+        log.info("model: building the offline default into %s (once; about a minute)", offline)
+        build_default(offline)
+        if _verifies(offline) is None:
+            raise ModelSourceError(f"building the offline default into {offline} did not produce a servable directory")
+    return _chosen(offline, reason, True)
+
+
+def _export_and_choose(source: str, cached: Path, why: str, export: Callable[[str, Path], None]) -> ResolvedModel:
+    if _torch_missing():
+        raise ModelSourceError(
+            f"{source} must be exported once into {cached}, which needs torch and transformers: "
+            f"pip install torch==2.13.0 && pip install -e '.[cpu,export]', then restart; or run "
+            f"python -m model_export {source} --out {cached}"
+        )
+    log.info("model: exporting %s into %s (once)", source, cached)
+    try:
+        export(source, cached)
+    except Exception as error:  # the exporter's errors are one-line and meant for the operator
+        raise ModelSourceError(f"exporting {source} into {cached} failed: {error}") from error
+    if _verifies(cached) is None:
+        raise ModelSourceError(f"exporting {source} into {cached} did not produce a servable directory")
+    return _chosen(cached, why, False)
+
+
+def _chosen(path: Path, reason: str, demo: bool) -> ResolvedModel:
+    manifest = _verifies(path)
+    resolved = ResolvedModel(path, reason, demo or bool(manifest and manifest.demo))
+    log.info("model: %s", reason)
+    return resolved
