@@ -48,8 +48,8 @@ def optimize(path_in: Path, path_out: Path, num_heads: int, hidden_size: int, nu
     """
     from onnxruntime.transformers.optimizer import optimize_model
 
-    # model_type "bert" serves DistilBERT too: onnxruntime has no distilbert fusion of its own
-    # that matches the transformers 5 graph, and the bert patterns do.
+    # model_type "bert" serves DistilBERT too: the optimizer has no distilbert model_type, and the
+    # bert patterns match both graphs (asserted below, never assumed).
     optimized = optimize_model(
         str(path_in), model_type="bert", num_heads=num_heads, hidden_size=hidden_size, opt_level=None
     )
