@@ -129,7 +129,8 @@ def _build(source: str, staging: Path, scratch: Path, options: ExportOptions, sa
         say("WARNING: fusion incomplete, continuing because of --allow-unfused")
 
     reference = compute_reference(checkpoint.model, checkpoint.tokenizer, checkpoint.has_mlm_head, options.pooling, max_length)
-    say(f"validating against PyTorch on {len(reference.sentences)} sentences (padded batch) and pipeline('fill-mask')")
+    against = " and pipeline('fill-mask')" if checkpoint.has_mlm_head else ""
+    say(f"validating against PyTorch on {len(reference.sentences)} sentences (padded batch){against}")
     variants: dict[str, Variant] = {}
     for name in options.variants:
         path = scratch / variant_file(name)
