@@ -31,11 +31,14 @@ ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 RUN python3 -m venv /opt/export \
     && /opt/export/bin/pip install "torch==${TORCH_VERSION}" \
        ${TORCH_INDEX_URL:+--extra-index-url "${TORCH_INDEX_URL}"}
+# Dependencies from pyproject.toml alone (empty packages, built outside /src so no stale build/
+# output survives), so a code change reuses this layer.
+COPY pyproject.toml /tmp/deps/
+RUN mkdir /tmp/deps/app /tmp/deps/model_export \
+    && touch /tmp/deps/app/__init__.py /tmp/deps/model_export/__init__.py \
+    && /opt/export/bin/pip install "/tmp/deps[cpu,export]" \
+    && rm -rf /tmp/deps
 WORKDIR /src
-# Dependencies from pyproject.toml alone (empty packages), so a code change reuses this layer.
-COPY pyproject.toml ./
-RUN mkdir app model_export && touch app/__init__.py model_export/__init__.py \
-    && /opt/export/bin/pip install ".[cpu,export]"
 COPY pyproject.toml README.md* ./
 COPY app ./app
 COPY model_export ./model_export
@@ -58,11 +61,13 @@ RUN if [ -z "${MODEL_SOURCE}" ]; then \
 
 # --- runtime virtual environments ---------------------------------------------------------------
 FROM python-base AS venv-cpu
-WORKDIR /src
-COPY pyproject.toml ./
-RUN mkdir app model_export && touch app/__init__.py model_export/__init__.py \
+COPY pyproject.toml /tmp/deps/
+RUN mkdir /tmp/deps/app /tmp/deps/model_export \
+    && touch /tmp/deps/app/__init__.py /tmp/deps/model_export/__init__.py \
     && python3 -m venv /opt/venv \
-    && /opt/venv/bin/pip install ".[cpu]"
+    && /opt/venv/bin/pip install "/tmp/deps[cpu]" \
+    && rm -rf /tmp/deps
+WORKDIR /src
 COPY pyproject.toml README.md* ./
 COPY app ./app
 COPY model_export ./model_export
@@ -70,19 +75,21 @@ RUN /opt/venv/bin/pip install --no-deps --force-reinstall . \
     && /opt/venv/bin/pip uninstall -y pip
 
 FROM python-base AS venv-gpu
-WORKDIR /src
-COPY pyproject.toml ./
+COPY pyproject.toml /tmp/deps/
 # onnxruntime-gpu's `cuda` and `cudnn` extras install NVIDIA's CUDA runtime, cuBLAS, cuFFT, cuRAND
 # and cuDNN 9 as wheels (CUDA 13 for onnxruntime-gpu 1.31), so the image needs no CUDA base image,
 # only the host driver that the NVIDIA Container Toolkit mounts. For hosts on a CUDA 12 driver
 # pin an older build, e.g. --build-arg ORT_GPU='onnxruntime-gpu[cuda,cudnn]==1.22.0'.
 ARG ORT_GPU="onnxruntime-gpu[cuda,cudnn]"
 # The libraries are linked into one directory on LD_LIBRARY_PATH, where onnxruntime's dlopen finds them.
-RUN mkdir app model_export && touch app/__init__.py model_export/__init__.py \
+RUN mkdir /tmp/deps/app /tmp/deps/model_export \
+    && touch /tmp/deps/app/__init__.py /tmp/deps/model_export/__init__.py \
     && python3 -m venv /opt/venv \
-    && /opt/venv/bin/pip install ".[gpu]" "${ORT_GPU}" \
+    && /opt/venv/bin/pip install "/tmp/deps[gpu]" "${ORT_GPU}" \
+    && rm -rf /tmp/deps \
     && mkdir -p /opt/cuda-libs \
     && find /opt/venv/lib/python3*/site-packages/nvidia -name 'lib*.so*' -exec ln -sf {} /opt/cuda-libs/ \;
+WORKDIR /src
 COPY pyproject.toml README.md* ./
 COPY app ./app
 COPY model_export ./model_export

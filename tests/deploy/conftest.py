@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import require_tool
+from tests.deploy import containers
+
+
+@pytest.fixture(scope="session")
+def podman() -> str:
+    """podman with runc and the local-base tooling; skipped locally, required in CI."""
+    path = require_tool("podman")
+    require_tool("runc")
+    require_tool("debootstrap")
+    return path
+
+
+@pytest.fixture(scope="session")
+def base_image(podman: str) -> str:
+    containers.ensure_base_image()
+    return containers.BASE_IMAGE
+
+
+@pytest.fixture(scope="session")
+def cpu_image(base_image: str) -> Iterator[str]:
+    """The `cpu` target, built once per session from the working tree (layer cache makes reruns fast).
+
+    DISTILSERVE_TEST_IMAGE names an image already built to test instead.
+    """
+    prebuilt = os.environ.get("DISTILSERVE_TEST_IMAGE")
+    if prebuilt:
+        yield prebuilt
+        return
+    started = time.monotonic()
+    containers.build(containers.CPU_IMAGE, target="cpu")
+    print(f"\nbuilt {containers.CPU_IMAGE} in {time.monotonic() - started:.0f}s, "
+          f"{containers.image_size_bytes(containers.CPU_IMAGE) / 1e6:.0f} MB")
+    yield containers.CPU_IMAGE
+
+
+@pytest.fixture(scope="session")
+def prometheus_image(base_image: str) -> str:
+    """Stand-in for prom/prometheus built from Debian's package (no registry here)."""
+    containers.build(
+        containers.PROMETHEUS_IMAGE,
+        containerfile=containers.REPO / "deploy" / "podman" / "prometheus.Containerfile",
+        context=containers.REPO / "deploy" / "podman",
+    )
+    return containers.PROMETHEUS_IMAGE
