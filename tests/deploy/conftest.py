@@ -51,3 +51,16 @@ def prometheus_image(base_image: str) -> str:
         context=containers.REPO / "deploy" / "podman",
     )
     return containers.PROMETHEUS_IMAGE
+
+
+@pytest.fixture(scope="session")
+def gpu_image(base_image: str) -> str:
+    """The `gpu` target (about 3 GB: onnxruntime-gpu with NVIDIA's CUDA and cuDNN wheels), built once."""
+    prebuilt = os.environ.get("DISTILSERVE_TEST_GPU_IMAGE")
+    if prebuilt:
+        return prebuilt
+    started = time.monotonic()
+    containers.build(containers.GPU_IMAGE, target="gpu")
+    print(f"\nbuilt {containers.GPU_IMAGE} in {time.monotonic() - started:.0f}s, "
+          f"{containers.image_size_bytes(containers.GPU_IMAGE) / 1e6:.0f} MB")
+    return containers.GPU_IMAGE

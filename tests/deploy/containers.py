@@ -27,6 +27,7 @@ HOST_WHEELS = Path("/opt/wheels")
 
 BASE_IMAGE = "debian:bookworm-slim"
 CPU_IMAGE = "localhost/distilserve:cpu"
+GPU_IMAGE = "localhost/distilserve:gpu"
 PROMETHEUS_IMAGE = "localhost/distilserve-ci/prometheus:bookworm"
 
 

@@ -96,5 +96,6 @@ def test_external_model_overlay_mounts_a_volume_over_the_baked_model():
     (container,) = pod["containers"]
     assert {"mountPath": "/models/default", "name": "model", "readOnly": True} in container["volumeMounts"]
     assert pod["initContainers"][0]["volumeMounts"][0]["mountPath"] == "/models/default"
+    assert pod["initContainers"][0]["image"] == container["image"] == "distilserve:cpu"
     claim = next(v for v in pod["volumes"] if v["name"] == "model")["persistentVolumeClaim"]["claimName"]
     assert claim == docs["PersistentVolumeClaim"]["metadata"]["name"]

@@ -48,3 +48,52 @@ def test_kube_play_cpu_deployment(cpu_image, tmp_path):
         assert probe.returncode != 0 and "Read-only file system" in probe.stderr
     finally:
         containers.run(["podman", "kube", "down", str(manifest)], check=False, timeout=120)
+
+
+def test_kube_play_external_model_overlay(cpu_image, tmp_path):
+    """The external-model overlay serves whatever the volume holds (podman maps the claim to a named
+    volume), and its init container refuses an empty volume."""
+    port = containers.free_port()
+    volume = f"distilserve-models-{port}"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    manifest = tmp_path / "external.yaml"
+    try:
+        containers.run(["podman", "volume", "create", volume])
+        containers.run(["podman", "run", "--rm", "--user", "0", "-v", f"{volume}:/dst", "--entrypoint", "cp",
+                        cpu_image, "-r", "/models/default/.", "/dst/"])
+        docs = [doc for doc in yaml.safe_load_all(render("external-model"))
+                if doc and doc["kind"] in ("ConfigMap", "Deployment")]
+        deployment = next(doc for doc in docs if doc["kind"] == "Deployment")
+        pod = deployment["spec"]["template"]["spec"]
+
+        # The init container, run as the kubelet would, on an empty and on a filled volume.
+        (init,) = pod.pop("initContainers")
+        check = ["podman", "run", "--rm", "--read-only", "--entrypoint", init["command"][0]]
+        refused = containers.run([*check, "-v", f"{empty}:/models/default:ro", cpu_image, *init["command"][1:],
+                                  *init["args"]], check=False)
+        assert refused.returncode != 0 and "manifest.json missing" in refused.stderr, refused.stderr
+        containers.run([*check, "-v", f"{volume}:/models/default:ro", cpu_image, *init["command"][1:], *init["args"]])
+
+        # podman 4.3 races removing a run-once init container, so the pod runs without it.
+        deployment["spec"]["replicas"] = 1
+        deployment["metadata"]["name"] = f"distilserve-ext-{port}"
+        pod["containers"][0]["image"] = cpu_image
+        pod["containers"][0]["ports"][0].update(hostPort=port, hostIP="127.0.0.1")
+        (claim,) = [v for v in pod["volumes"] if "persistentVolumeClaim" in v]
+        claim["persistentVolumeClaim"]["claimName"] = volume
+        manifest.write_text(yaml.safe_dump_all(docs))
+
+        played = containers.run(["podman", "kube", "play", str(manifest)], timeout=300).stdout.split()
+        (container_id,) = played[played.index("Container:") + 1:]
+        mounts = containers.run(["podman", "inspect", container_id, "--format",
+                                 "{{range .Mounts}}{{.Name}}:{{.Destination}}:{{.RW}} {{end}}"]).stdout.split()
+        assert f"{volume}:/models/default:false" in mounts, mounts
+        base_url = f"http://127.0.0.1:{port}"
+        containers.wait_until_ready(base_url)
+        status, body = containers.http("POST", f"{base_url}/embed", {"inputs": ["from a volume"]})
+        assert status == 200 and len(body[0]) == 384, body
+    finally:
+        if manifest.exists():
+            containers.run(["podman", "kube", "down", str(manifest)], check=False, timeout=120)
+        containers.run(["podman", "volume", "rm", "-f", volume], check=False)
