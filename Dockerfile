@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # distilserve images. Targets:
 #   cpu     onnxruntime on CPU (the default target)
 #   gpu     onnxruntime-gpu with the CUDA / cuDNN runtime libraries from NVIDIA's pip wheels
@@ -71,8 +70,10 @@ WORKDIR /src
 COPY pyproject.toml README.md* ./
 COPY app ./app
 COPY model_export ./model_export
+# The default model's head weights are export-time input only; the server never reads them.
 RUN /opt/venv/bin/pip install --no-deps --force-reinstall . \
-    && /opt/venv/bin/pip uninstall -y pip
+    && /opt/venv/bin/pip uninstall -y pip \
+    && find /opt/venv/lib -path '*/model_export/default_model/*.safetensors' -delete
 
 FROM python-base AS venv-gpu
 COPY pyproject.toml /tmp/deps/
@@ -93,8 +94,10 @@ WORKDIR /src
 COPY pyproject.toml README.md* ./
 COPY app ./app
 COPY model_export ./model_export
+# The default model's head weights are export-time input only; the server never reads them.
 RUN /opt/venv/bin/pip install --no-deps --force-reinstall . \
-    && /opt/venv/bin/pip uninstall -y pip
+    && /opt/venv/bin/pip uninstall -y pip \
+    && find /opt/venv/lib -path '*/model_export/default_model/*.safetensors' -delete
 
 # --- runtime targets ----------------------------------------------------------------------------
 FROM python-base AS runtime

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import time
 
+import yaml
+
 import pytest
 
 from tests.conftest import require_tool
@@ -68,3 +70,14 @@ def test_compose_up_prometheus_scrapes_the_service(cpu_image, prometheus_image):
             raise AssertionError(f"Prometheus never saw distilserve_ready == 1: {result}")
     finally:
         containers.run([*base, "down", "-v"], env=env, check=False, timeout=120)
+
+
+def test_gpu_override_merges_into_a_gpu_service():
+    compose = require_tool("podman-compose")
+    proc = containers.run([compose, "-f", str(COMPOSE_FILE), "-f", str(COMPOSE_FILE.with_name("docker-compose.gpu.yml")),
+                           "config"], timeout=60)
+    service = yaml.safe_load(proc.stdout)["services"]["distilserve"]
+    assert service["build"] == {"context": str(containers.REPO), "dockerfile": "Dockerfile", "target": "gpu"}
+    assert service["deploy"]["resources"]["reservations"]["devices"][0]["driver"] == "nvidia"
+    assert service["environment"]["DISTILSERVE_VARIANT"] == "fp16"
+    assert service["read_only"] is True and service["ports"] == ["127.0.0.1:8000:8000"]
