@@ -4,6 +4,8 @@
 # Dockerfile's FROM uses. Idempotent: does nothing when the image already exists.
 #   deploy/podman/base-image.sh [IMAGE_NAME]    (default debian:bookworm-slim)
 set -euo pipefail
+# debootstrap lives in /usr/sbin, which a non-login PATH may lack.
+export PATH="${PATH}:/usr/sbin:/sbin"
 image="${1:-debian:bookworm-slim}"
 cache="${DISTILSERVE_CI_CACHE:-${HOME}/.cache/distilserve-ci}"
 tarball="${cache}/debian-bookworm-minbase.tar"
