@@ -34,6 +34,10 @@ class Metrics:
         self.batch_tokens = Histogram(
             "distilserve_batch_tokens", "Padded tokens per batch (longest x size).", buckets=_TOKEN_BUCKETS, registry=r
         )
+        self.real_tokens = Counter(
+            "distilserve_batch_real_tokens", "Non-padding tokens inferred (with batch_tokens_sum: padding waste).",
+            registry=r,
+        )
         self.padding_ratio = Histogram(
             "distilserve_batch_padding_ratio", "Share of a batch's tokens that are padding.", buckets=_RATIO_BUCKETS,
             registry=r,
@@ -62,6 +66,7 @@ class Metrics:
     def observe_batch(self, stats: BatchStats) -> None:
         self.batch_size.observe(stats.size)
         self.batch_tokens.observe(stats.padded_tokens)
+        self.real_tokens.inc(stats.real_tokens)
         self.padding_ratio.observe(stats.padding_ratio)
         if stats.failed:
             self.batch_failures.inc()

@@ -1,0 +1,326 @@
+"""`make bench`: raw session throughput vs the HTTP server, on real mixed-length English sentences.
+
+    python -m app.bench [MODEL_DIR] [--concurrency 1,4,16,64] [--duration 8] [--task embed] [--json PATH]
+
+1. Raw session: the same OnnxBackend the server uses, called directly. Latency is one sentence per
+   run; throughput is shuffled sentences in batches of max_batch_size (padding to each batch's longest).
+2. HTTP: `python -m app` in a subprocess on a free port, driven by a small keep-alive HTTP/1.1 client
+   (httpx would cost more CPU than the server on a small machine), one sentence per request, at each
+   concurrency for `duration` seconds. Padding waste and batch sizes come from the server's /metrics.
+
+Settings come from DISTILSERVE_* like the server's, so both sides run the same configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import os
+import random
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+STSB = REPO_ROOT.parent / "shared" / "data" / "stsb" / "stsb-en-test.csv"
+FALLBACK_SENTENCES = [
+    "A man is playing a guitar.",
+    "The quick brown fox jumps over the lazy dog.",
+    "Three children are running through a field of tall grass on a sunny afternoon.",
+    "Stocks fell sharply on Monday after the central bank signalled that interest rates would stay high.",
+    "Hi.",
+]
+
+
+@dataclass
+class Row:
+    mode: str
+    concurrency: int
+    requests: int
+    throughput: float  # sentences per second
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_batch: float
+    padding_waste: float  # share of computed tokens that were padding
+
+
+def load_sentences(limit: int | None) -> list[str]:
+    if STSB.is_file():
+        with STSB.open(newline="") as handle:
+            sentences = {cell.strip() for row in csv.reader(handle) for cell in row[:2] if cell.strip()}
+        ordered = sorted(sentences)
+    else:
+        ordered = FALLBACK_SENTENCES
+    random.Random(0).shuffle(ordered)
+    return ordered[:limit] if limit else ordered
+
+
+def as_task(sentences: list[str], task: str, mask: str) -> list[str]:
+    if task == "embed":
+        return sentences
+    out = []
+    for sentence in sentences:
+        words = sentence.split()
+        words[len(words) // 2] = mask
+        out.append(" ".join(words))
+    return out
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+def bench_raw(model_dir: Path, texts: list[str], duration: float) -> tuple[list[Row], dict[str, Any]]:
+    from model_export.manifest import verify_model_dir
+
+    from app.backend import OnnxBackend
+    from app.providers import ShapeLimits
+    from app.settings import Settings
+    from app.tokenizer import TextTokenizer
+
+    settings = Settings(model_dir=model_dir)
+    manifest = verify_model_dir(model_dir)
+    max_length = settings.max_input_length or manifest.max_length
+    tokenizer = TextTokenizer(model_dir / manifest.tokenizer_file, manifest.special_tokens, max_length)
+    backend = OnnxBackend(model_dir, manifest, settings, ShapeLimits(settings.max_batch_size, settings.max_batch_tokens, max_length))
+    sequences = tokenizer.encode(texts, truncate=True)
+    backend.warm_up(ShapeLimits(settings.max_batch_size, settings.max_batch_tokens, max_length).warmup_shapes(), tokenizer.mask_id)
+
+    latencies = []
+    deadline = time.perf_counter() + duration / 2
+    index = 0
+    while time.perf_counter() < deadline:
+        started = time.perf_counter()
+        backend.run(backend.prepare([sequences[index % len(sequences)]]))
+        latencies.append(time.perf_counter() - started)
+        index += 1
+    single = Row("raw", 1, len(latencies), len(latencies) / sum(latencies), *(percentile(latencies, q) * 1000 for q in (50, 90, 99)), 1.0, 0.0)
+
+    batch_size = settings.max_batch_size
+    done = padded = real = 0
+    batch_times = []
+    deadline = time.perf_counter() + duration / 2
+    started_all = time.perf_counter()
+    index = 0
+    while time.perf_counter() < deadline:
+        batch = [sequences[(index + offset) % len(sequences)] for offset in range(batch_size)]
+        index += batch_size
+        started = time.perf_counter()
+        backend.run(backend.prepare(batch))
+        batch_times.append(time.perf_counter() - started)
+        done += len(batch)
+        padded += max(map(len, batch)) * len(batch)
+        real += sum(map(len, batch))
+    elapsed = time.perf_counter() - started_all
+    batched = Row("raw", batch_size, done, done / elapsed, *(percentile(batch_times, q) * 1000 for q in (50, 90, 99)),
+                  float(batch_size), 1 - real / padded)
+    environment = {
+        "variant": backend.info.variant,
+        "providers": backend.info.providers,
+        "model_id": manifest.model_id,
+        "intra_op_threads": settings.intra_op_threads,
+        "max_batch_size": settings.max_batch_size,
+        "max_batch_tokens": settings.max_batch_tokens,
+        "max_wait_ms": settings.max_wait_ms,
+        "mean_tokens": float(np.mean([len(ids) for ids in sequences])),
+        "cpu_count": os.cpu_count(),
+    }
+    return [single, batched], environment
+
+
+class KeepAliveClient:
+    """HTTP/1.1 POST over one persistent connection: just enough for a benchmark."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        self.writer.write(head + body)
+        status_line = await self.reader.readline()
+        status = int(status_line.split()[1])
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            if name.lower() == "content-length":
+                length = int(value.strip())
+        return status, await self.reader.readexactly(length)
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def scrape(url: str) -> dict[str, float]:
+    import httpx
+
+    text = httpx.get(url + "/metrics", timeout=10).text
+    values = {}
+    for name in ("distilserve_batch_size_sum", "distilserve_batch_size_count", "distilserve_batch_tokens_sum",
+                 "distilserve_batch_real_tokens_total"):
+        match = re.search(rf"(?m)^{name} ([0-9.e+-]+)", text)
+        values[name] = float(match.group(1)) if match else 0.0
+    return values
+
+
+async def drive(port: int, path: str, bodies: list[bytes], concurrency: int, duration: float) -> tuple[list[float], int]:
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + duration
+    counter = iter(range(10**9))
+
+    async def worker() -> None:
+        nonlocal errors
+        client = KeepAliveClient("127.0.0.1", port)
+        try:
+            while time.perf_counter() < deadline:
+                body = bodies[next(counter) % len(bodies)]
+                started = time.perf_counter()
+                status, _ = await client.post(path, body)
+                if status == 200:
+                    latencies.append(time.perf_counter() - started)
+                else:
+                    errors += 1
+        finally:
+            await client.close()
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies, errors
+
+
+def bench_http(model_dir: Path, texts: list[str], task: str, concurrencies: list[int], duration: float) -> list[Row]:
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, DISTILSERVE_LOG_LEVEL="warning")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app", "--model-dir", str(model_dir), "--host", "127.0.0.1", "--port", str(port)],
+        cwd=REPO_ROOT, env=env,
+    )
+    rows = []
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if process.poll() is not None:
+                raise SystemExit(f"server exited with {process.returncode}")
+            try:
+                if httpx.get(url + "/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("server not ready after 300s")
+            time.sleep(0.2)
+        path = "/embed" if task == "embed" else "/fill-mask"
+        bodies = [json.dumps({"inputs": text, "truncate": True} if task == "embed" else {"inputs": text}).encode()
+                  for text in texts]
+        asyncio.run(drive(port, path, bodies, 4, min(2.0, duration)))  # connection and cache warm-up
+        for concurrency in concurrencies:
+            before = scrape(url)
+            started = time.perf_counter()
+            latencies, errors = asyncio.run(drive(port, path, bodies, concurrency, duration))
+            elapsed = time.perf_counter() - started
+            after = scrape(url)
+            delta = {key: after[key] - before[key] for key in after}
+            batches = delta["distilserve_batch_size_count"] or 1.0
+            padded = delta["distilserve_batch_tokens_sum"] or 1.0
+            if errors:
+                print(f"concurrency {concurrency}: {errors} non-200 responses", file=sys.stderr)
+            rows.append(Row(
+                "http", concurrency, len(latencies), len(latencies) / elapsed,
+                *(percentile(latencies, q) * 1000 for q in (50, 90, 99)),
+                delta["distilserve_batch_size_sum"] / batches,
+                1 - delta["distilserve_batch_real_tokens_total"] / padded,
+            ))
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    return rows
+
+
+def render(rows: list[Row]) -> str:
+    header = f"{'mode':<5} {'conc':>5} {'requests':>9} {'sent/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'batch':>6} {'pad waste':>9}"
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        conc = f"b{row.concurrency}" if row.mode == "raw" and row.concurrency > 1 else str(row.concurrency)
+        lines.append(
+            f"{row.mode:<5} {conc:>5} {row.requests:>9} {row.throughput:>9.1f} {row.p50_ms:>8.2f} {row.p90_ms:>8.2f} "
+            f"{row.p99_ms:>8.2f} {row.mean_batch:>6.1f} {row.padding_waste:>9.1%}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m app.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("model_dir", nargs="?", type=Path, help="exported model directory (default: the server's choice)")
+    parser.add_argument("--concurrency", default="1,4,16,64", help="comma-separated client concurrencies")
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per measurement")
+    parser.add_argument("--task", choices=("embed", "fill-mask"), default="embed")
+    parser.add_argument("--sentences", type=int, default=None, help="use only the first N sentences")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+
+    model_dir = args.model_dir
+    if model_dir is None:
+        from app.server import select_model
+        from app.settings import Settings
+
+        model_dir = select_model(Settings()).path
+    sentences = load_sentences(args.sentences)
+    from model_export.manifest import read_manifest
+
+    manifest = read_manifest(model_dir)
+    mask = manifest.special_tokens.mask.token if manifest.special_tokens.mask else "[MASK]"
+    texts = as_task(sentences, args.task, mask)
+    concurrencies = [int(part) for part in args.concurrency.split(",")]
+
+    raw_rows, environment = bench_raw(model_dir, texts, args.duration)
+    http_rows = bench_http(model_dir, texts, args.task, concurrencies, args.duration)
+    rows = raw_rows + http_rows
+    raw_single, raw_batched = raw_rows
+    saturated = max(http_rows, key=lambda row: row.throughput)
+    at_one = next((row for row in http_rows if row.concurrency == 1), None)
+    summary = {
+        "throughput_ratio": saturated.throughput / raw_batched.throughput,
+        "throughput_target": 0.85,
+        "p50_c1_minus_raw_ms": (at_one.p50_ms - raw_single.p50_ms) if at_one else None,
+        "p50_target_ms": 3.0,
+    }
+    print(f"model {environment['model_id']} ({environment['variant']} on {', '.join(environment['providers'])}); "
+          f"{len(texts)} STS-B sentences, mean {environment['mean_tokens']:.1f} tokens; task {args.task}")
+    print(render(rows))
+    print(f"HTTP at saturation / raw batched: {summary['throughput_ratio']:.2f} (target >= 0.85)")
+    if at_one:
+        print(f"p50 at concurrency 1 - raw single latency: {summary['p50_c1_minus_raw_ms']:.2f} ms (target <= 3 ms)")
+    if args.json:
+        args.json.write_text(json.dumps(
+            {"environment": environment, "task": args.task, "rows": [asdict(row) for row in rows], "summary": summary},
+            indent=2,
+        ) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""Start-up refusals and failure paths, with a FakeBackend (fast, deterministic, can be made to fail)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi import Request
+from fastapi.testclient import TestClient
+
+from app.backend import FakeBackend, PaddedBatch
+from app.errors import InvalidInput
+from app.server import StartupError, create_app
+from app.settings import Settings
+from tests.app.conftest import FAKE_HIDDEN, serving
+
+
+def fake(**overrides: object) -> FakeBackend:
+    options: dict[str, object] = dict(hidden_size=FAKE_HIDDEN, vocab_size=30522, mask_id=103)
+    options.update(overrides)
+    return FakeBackend(**options)  # type: ignore[arg-type]
+
+
+def settings_for(model_dir: Path, **overrides: object) -> Settings:
+    return Settings(model_dir=model_dir, max_wait_ms=0, **overrides)  # type: ignore[arg-type]
+
+
+def test_fake_backend_answers_through_the_whole_path(fake_model_dir: Path) -> None:
+    backend = fake()
+    with serving(create_app(settings_for(fake_model_dir), backend)) as client:
+        vectors = client.post("/embed", json={"inputs": ["a b c", "hello"], "normalize": False}).json()
+        ids = np.array([101, 1037, 1038, 1039, 102])  # [CLS] a b c [SEP]
+        np.testing.assert_allclose(vectors[0], backend.embedding(ids), rtol=1e-6)
+        answer = client.post("/fill-mask", json={"inputs": "a [MASK] c", "parameters": {"top_k": 2}}).json()
+        assert [candidate["token"] for candidate in answer] == list(
+            np.argsort(-backend.logits(np.array([101, 1037, 103, 1039, 102]), 2), kind="stable")[:2]
+        )
+
+
+def test_warm_up_runs_the_largest_configured_shapes_before_ready(fake_model_dir: Path) -> None:
+    seen: list[tuple[int, int]] = []
+    backend = fake()
+    original = backend.warm_up
+
+    def recording(shapes, mask_id):  # type: ignore[no-untyped-def]
+        seen.extend(shapes)
+        original(shapes, mask_id)
+
+    backend.warm_up = recording  # type: ignore[method-assign]
+    settings = settings_for(fake_model_dir, max_batch_tokens=256, max_batch_size=16)
+    with serving(create_app(settings, backend)):
+        pass
+    assert seen == [(8, 32), (16, 16)]  # longest inputs (32 = max length) and the widest batch
+
+
+def test_not_ready_until_warm_up_finishes(fake_model_dir: Path) -> None:
+    gate = threading.Event()
+    backend = fake()
+    backend.warm_up = lambda shapes, mask_id: gate.wait(10)  # type: ignore[method-assign,assignment,return-value]
+    with serving(create_app(settings_for(fake_model_dir), backend), ready=False) as client:
+        assert client.get("/ready").status_code == 503
+        assert client.get("/ready").json() == {"ready": False, "reason": "warming up"}
+        assert client.get("/health").status_code == 200
+        gate.set()
+        from tests.app.conftest import wait_ready
+
+        wait_ready(client, 5)
+
+
+def test_a_failing_batch_is_a_generic_backend_error(fake_model_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    backend = fake(fail_if=lambda batch: bool((batch.input_ids == 7592).any()))  # "hello"
+    with serving(create_app(settings_for(fake_model_dir), backend)) as client:
+        response = client.post("/embed", json={"inputs": "hello"})
+        assert response.status_code == 500
+        assert response.json() == {"error": "inference failed", "error_type": "backend"}
+        assert "fake backend failure" in caplog.text  # the cause is logged, not sent
+        assert client.post("/embed", json={"inputs": "other"}).status_code == 200
+        assert client.get("/ready").status_code == 200
+
+
+def test_full_queue_is_429_with_retry_after(fake_model_dir: Path) -> None:
+    gate, started = threading.Event(), threading.Event()
+    backend = fake()
+
+    def blocked(batch: PaddedBatch):  # type: ignore[no-untyped-def]
+        started.set()
+        gate.wait(10)
+        return FakeBackend.run(backend, batch)
+
+    settings = settings_for(fake_model_dir, max_queue=4, max_inputs_per_request=4, retry_after_s=2, max_batch_size=1)
+    with serving(create_app(settings, backend)) as client:
+        backend.run = blocked  # type: ignore[method-assign]
+        results: list[int] = []
+        first = threading.Thread(target=lambda: results.append(client.post("/embed", json={"inputs": "a"}).status_code))
+        first.start()  # "a" occupies the worker
+        engine = client.app.state.engine  # type: ignore[attr-defined]
+        assert started.wait(10)
+        second = threading.Thread(
+            target=lambda: results.append(client.post("/embed", json={"inputs": ["b", "c", "d"]}).status_code)
+        )
+        second.start()
+        while engine.batcher.queue_depth < 2:  # "b" is prepared as the next batch; "c", "d" wait
+            threading.Event().wait(0.01)
+        refused = client.post("/embed", json={"inputs": ["e", "f", "g"]})  # 2 + 3 > 4
+        assert refused.status_code == 429
+        assert refused.headers["retry-after"] == "2"
+        assert refused.json()["error_type"] == "overloaded"
+        gate.set()
+        first.join()
+        second.join()
+        assert results == [200, 200]
+
+
+def test_loop_death_turns_readiness_503(fake_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with serving(create_app(settings_for(fake_model_dir), fake())) as client:
+        batcher = client.app.state.engine.batcher  # type: ignore[attr-defined]
+
+        def broken() -> list[object]:
+            raise RuntimeError("bug")
+
+        monkeypatch.setattr(batcher, "_take_batch", broken)
+        response = client.post("/embed", json={"inputs": "x"})
+        assert response.status_code == 503 and response.json()["error_type"] == "unhealthy"
+        assert client.get("/ready").status_code == 503
+        assert client.get("/ready").json()["reason"] == "the batching loop has stopped"
+        assert client.get("/health").status_code == 503
+        assert client.post("/embed", json={"inputs": "y"}).status_code == 503
+
+
+def test_unexpected_errors_are_a_generic_500(fake_model_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    app = create_app(settings_for(fake_model_dir), fake())
+
+    async def explode(request: Request) -> None:
+        raise KeyError("secret-internal-detail")
+
+    app.add_api_route("/explode", explode, methods=["GET"])
+    with serving(app) as client:
+        response = client.get("/explode")
+        assert response.status_code == 500
+        assert response.json() == {"error": "internal server error", "error_type": "internal"}
+        assert "secret-internal-detail" not in response.text
+        assert "secret-internal-detail" in caplog.text and "Traceback" in caplog.text
+
+
+@pytest.mark.parametrize("path", ["/v1/embeddings", "/embeddings"])
+def test_openai_paths_get_openai_error_bodies(fake_model_dir: Path, path: str) -> None:
+    app = create_app(settings_for(fake_model_dir), fake())
+
+    async def refuse(request: Request) -> None:
+        raise InvalidInput("`dimensions` is too large")
+
+    app.add_api_route("/probe", refuse, methods=["POST"])
+    with serving(app) as client:
+        response = client.post(path, json={"model": "m"})  # no `input`: a client mistake, never 5xx here
+        assert response.status_code == 422
+        body = response.json()
+        assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "code"}
+        assert body["error"]["type"] == "invalid_request_error" and body["error"]["code"] == "validation"
+        assert "input" in body["error"]["message"]
+        assert client.post("/probe", json={}).json() == {"error": "`dimensions` is too large", "error_type": "validation"}
+
+
+def test_disconnected_clients_inputs_are_skipped(fake_model_dir: Path) -> None:
+    """The engine call is cancelled when the client goes away, and the batcher never runs its inputs."""
+    import asyncio
+
+    from app.routes.common import cancel_on_disconnect
+
+    backend = fake()
+    with serving(create_app(settings_for(fake_model_dir), backend)) as client:
+        engine = client.app.state.engine  # type: ignore[attr-defined]
+        gate = threading.Event()
+        original = backend.run
+        backend.run = lambda batch: (gate.wait(10), original(batch))[1]  # type: ignore[method-assign]
+
+        async def scenario() -> None:
+            holder = asyncio.ensure_future(engine.embed(["holder"]))  # occupies the worker
+            await asyncio.sleep(0.05)
+            disconnected = asyncio.Event()
+
+            async def receive() -> dict[str, str]:
+                await disconnected.wait()
+                return {"type": "http.disconnect"}
+
+            request = Request({"type": "http", "method": "POST", "path": "/embed", "headers": []}, receive)
+            gone = asyncio.ensure_future(cancel_on_disconnect(request, engine.embed(["never run"])))
+            await asyncio.sleep(0.05)
+            disconnected.set()
+            with pytest.raises(Exception, match="disconnected"):
+                await gone
+            gate.set()
+            await holder
+
+        client.portal.call(scenario)  # type: ignore[union-attr]
+        assert client.post("/embed", json={"inputs": "after"}).status_code == 200
+        ran = [length for batch in backend.batches for length in batch]
+        assert len(ran) == 2  # "holder" and "after"; the departed client's input never ran
+
+
+def _copy(source: Path, destination: Path) -> Path:
+    shutil.copytree(source, destination)
+    return destination
+
+
+def test_start_up_refuses_a_checksum_mismatch(fake_model_dir: Path, tmp_path: Path) -> None:
+    directory = _copy(fake_model_dir, tmp_path / "model")
+    (directory / "model.fp32.onnx").write_bytes(b"tampered")
+    with pytest.raises(StartupError, match="refusing to serve.*sha256"):
+        create_app(settings_for(directory), fake())
+
+
+def test_start_up_refuses_a_directory_without_manifest(tmp_path: Path) -> None:
+    with pytest.raises(StartupError, match="no manifest.json"):
+        create_app(settings_for(tmp_path), fake())
+
+
+def test_start_up_refuses_a_max_input_length_over_the_models(fake_model_dir: Path) -> None:
+    with pytest.raises(StartupError, match="max_input_length 64 exceeds the model's max_length 32"):
+        create_app(settings_for(fake_model_dir, max_input_length=64), fake())
+
+
+def test_start_up_refuses_fill_mask_without_a_mask_token(fake_model_dir: Path, tmp_path: Path) -> None:
+    directory = _copy(fake_model_dir, tmp_path / "model")
+    manifest = json.loads((directory / "manifest.json").read_text())
+    manifest["special_tokens"]["mask"] = None
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(StartupError, match="no mask token"):
+        create_app(settings_for(directory), fake())
+
+
+def test_cli_exits_2_with_a_clear_message(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "app", "--model-dir", str(tmp_path)], capture_output=True, text=True, timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert result.returncode == 2
+    assert "cannot start" in result.stderr and "no manifest.json" in result.stderr
