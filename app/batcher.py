@@ -8,8 +8,9 @@ Promises (each has a test in tests/app/test_batcher.py):
 - entries whose future was cancelled (the client went away) are dropped, never run;
 - a failure while preparing or running a batch fails that batch's entries only;
 - if the loop itself dies, every pending entry fails and `healthy` turns False;
-- `prepare` of the next batch (on the event loop) overlaps `run` of the current one, which happens on a
-  single worker thread so the event loop stays free and one warm session serves every batch.
+- `run` happens on a single worker thread, so the event loop stays free (tokenizing the next requests)
+  and one warm session serves every batch; when two full batches wait, `prepare` of the next batch
+  overlaps `run` of the current one.
 """
 
 from __future__ import annotations
@@ -195,8 +196,8 @@ class Batcher(Generic[ItemT, PreparedT, OutputT]):
                 entry.future.set_exception(error)
         self._queued_tokens = 0
 
-    def _full_batch_waiting(self) -> bool:
-        return len(self._queue) >= self.max_batch_size or self._queued_tokens >= self.max_batch_tokens
+    def _full_batch_waiting(self, batches: int = 1) -> bool:
+        return len(self._queue) >= batches * self.max_batch_size or self._queued_tokens >= batches * self.max_batch_tokens
 
     async def _wait_until(self, ready: Callable[[], bool], timeout: float | None) -> None:
         deadline = None if timeout is None else time.perf_counter() + timeout
@@ -223,8 +224,9 @@ class Batcher(Generic[ItemT, PreparedT, OutputT]):
                 if not self._closing:
                     await self._wait_until(lambda: self._full_batch_waiting() or self._closing, self.max_wait_s)
             else:
-                # The worker is busy: keep collecting until it frees up, or prepare now if a batch is full.
-                await self._wait_until(lambda: self._worker_idle() or self._full_batch_waiting(), None)
+                # The worker is busy: keep collecting until it frees up. Prepare early only when two full
+                # batches wait, so the planner still has lengths to choose from (less padding).
+                await self._wait_until(lambda: self._worker_idle() or self._full_batch_waiting(2), None)
             batch = self._take_batch()
             if not batch:
                 continue

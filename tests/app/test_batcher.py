@@ -110,9 +110,9 @@ async def test_next_batch_is_prepared_while_the_current_one_runs() -> None:
     batcher.start()
     first = batcher.submit(["a", "b"], [1, 1])
     await asyncio.sleep(0.02)
-    second = batcher.submit(["c", "d"], [1, 1])  # a full batch: prepared without waiting for the worker
+    second = batcher.submit(["c", "d", "e", "f"], [1, 2, 1, 2])  # two full batches: prepare one now
     await asyncio.sleep(0.02)
-    assert processor.prepared == [["a", "b"], ["c", "d"]] and processor.ran == []
+    assert processor.prepared == [["a", "b"], ["c", "e"]] and processor.ran == []
     processor.gate.set()
     await asyncio.gather(*first, *second)
     assert len(processor.threads) == 1 and threading.current_thread().name not in processor.threads
