@@ -8,6 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 SOURCE ?= distilbert-base-uncased
 OUT ?= models/export
+MODEL_DIR ?=
 
 .PHONY: serve test test-fast export bench default-model train-head clean
 
@@ -32,7 +33,7 @@ export: $(STAMP)
 	$(PY) -m model_export $(SOURCE) --out $(OUT)
 
 bench: $(STAMP)
-	$(PY) -m app.bench
+	$(PY) -m app.bench $(MODEL_DIR) --json bench-results/bench.json
 
 default-model: $(STAMP)
 	$(PY) -m model_export.default_model build
