@@ -67,6 +67,9 @@ class _BackendProcessor:
 
 
 class Engine:
+    # Texts are tokenized on the event loop, one request at a time; /info reports it as TEI's field.
+    tokenization_workers = 1
+
     def __init__(
         self, settings: Settings, manifest: Manifest, tokenizer: TextTokenizer, backend: Backend, metrics: Metrics
     ) -> None:
@@ -160,7 +163,7 @@ class Engine:
         dimensions: int | None = None,
     ) -> tuple[list[list[float]], Timings]:
         """TEI /embed semantics: one float list per text."""
-        self._check_dimensions(dimensions)
+        self.check_dimensions(dimensions)
         result = await self.embeddings(texts=texts, truncate=truncate, direction=direction)
         return [tasks.embedding(vector, normalize, dimensions) for vector in result.vectors], result.timings
 
@@ -217,7 +220,8 @@ class Engine:
             )
         return answers, timings
 
-    def _check_dimensions(self, dimensions: int | None) -> None:
+    def check_dimensions(self, dimensions: int | None) -> None:
+        """Shortened embeddings keep 1 to hidden_size dimensions (TEI's /embed and OpenAI's `dimensions`)."""
         hidden = self.manifest.arch.hidden_size
         if dimensions is not None and not 1 <= dimensions <= hidden:
             raise InvalidInput(f"dimensions must be between 1 and {hidden}, got {dimensions}")

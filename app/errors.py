@@ -2,6 +2,7 @@
 
 Routes and the engine raise these; handlers installed by `install_error_handlers` render them.
 Anything else becomes a generic 500 whose traceback goes to the log and never to the client.
+`error_responses` documents the same table in OpenAPI, so /docs cannot drift from what is sent.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.schemas import ErrorBody, OpenAIErrorBody
 
 log = logging.getLogger("distilserve.errors")
 
@@ -37,6 +41,10 @@ ERROR_TABLE: dict[str, tuple[int, str]] = {
 OPENAI_STYLE_PATHS = frozenset({"/v1/embeddings", "/embeddings"})
 
 GENERIC_500 = "internal server error"
+
+# What can go wrong on any route that reads a body, beyond the route's own kinds. 401 is not here:
+# the server adds it (`auth_responses`) only when an API key is configured.
+COMMON_ERRORS = ("validation", "payload_too_large", "internal")
 
 
 class ServiceError(Exception):
@@ -104,6 +112,27 @@ def error_body(kind: str, message: str, path: str) -> dict[str, Any]:
     if path in OPENAI_STYLE_PATHS:
         return {"error": {"message": message, "type": ERROR_TABLE.get(kind, ERROR_TABLE["internal"])[1], "code": kind}}
     return {"error": message, "error_type": kind}
+
+
+def error_body_model(path: str) -> type[BaseModel]:
+    """The body model `error_body` renders on `path`."""
+    return OpenAIErrorBody if path in OPENAI_STYLE_PATHS else ErrorBody
+
+
+def error_responses(
+    *kinds: str, body: type[BaseModel] = ErrorBody, common: tuple[str, ...] = COMMON_ERRORS
+) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route: one entry per HTTP status, listing the error kinds that produce it.
+
+    Listing 422 also replaces FastAPI's default 422 (HTTPValidationError), which the handlers never send.
+    """
+    by_status: dict[int, list[str]] = {}
+    for kind in dict.fromkeys(kinds + common):
+        by_status.setdefault(ERROR_TABLE[kind][0], []).append(kind)
+    return {
+        status: {"model": body, "description": "error kind: " + ", ".join(f"`{kind}`" for kind in kinds_here)}
+        for status, kinds_here in sorted(by_status.items())
+    }
 
 
 def error_response(kind: str, message: str, path: str, headers: dict[str, str] | None = None) -> JSONResponse:

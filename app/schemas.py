@@ -42,8 +42,22 @@ class EmbedRequest(_Request):
 
 
 class ErrorBody(BaseModel):
+    """The error body on every route but the OpenAI ones."""
+
     error: str
-    error_type: str
+    error_type: str = Field(description="The error kind (TEI's error_type vocabulary plus ours).")
+
+
+class OpenAIError(BaseModel):
+    message: str
+    type: str = Field(description="OpenAI's error type, e.g. invalid_request_error.")
+    code: str = Field(description="distilserve's error kind (TEI's error_type vocabulary).")
+
+
+class OpenAIErrorBody(BaseModel):
+    """The error body on /v1/embeddings and /embeddings, as the openai client reads it."""
+
+    error: OpenAIError
 
 
 class Health(BaseModel):
@@ -73,7 +87,11 @@ class Info(BaseModel):
     max_client_batch_size: int
     max_concurrent_requests: int
     max_top_k: int
+    mask_token: str | None = Field(description="The token fill-mask inputs must contain; null without an MLM head.")
+    tokenization_workers: int = Field(description="Tokenization runs on the event loop: one request at a time.")
     auto_truncate: bool
     demo: bool = Field(description="True for the offline demo model (an MLM head trained here, not the original).")
     model_selection_reason: str
     version: str
+    sha: str | None = Field(description="The server build's git commit (TEI's `sha`), from $GIT_SHA; null if unset.")
+    docker_label: str | None = Field(description="The image label (TEI's `docker_label`), from $DOCKER_LABEL.")

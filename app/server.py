@@ -4,13 +4,14 @@
 creation) before returning, so a bad model directory fails start-up loudly instead of serving errors.
 Warm-up runs in the background after start-up; /ready turns true when it is done.
 
-Dialect routers (OpenAI, HF, TEI) are added with one line each in `create_app`.
+Dialect routers (OpenAI, HF, TEI) are one entry each in `create_app`'s list of protected routers.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from model_export.manifest import ManifestError, verify_model_dir
@@ -27,10 +28,18 @@ from app import __version__, widget
 from app.auth import auth_dependencies
 from app.backend import Backend, OnnxBackend
 from app.engine import Engine
-from app.errors import GENERIC_500, PayloadTooLarge, error_body, install_error_handlers, status_for
+from app.errors import (
+    GENERIC_500,
+    PayloadTooLarge,
+    error_body,
+    error_body_model,
+    error_responses,
+    install_error_handlers,
+    status_for,
+)
 from app.metrics import Metrics
 from app.providers import ProviderError, ShapeLimits
-from app.routes import hf, inference, openai, ops, tei
+from app.routes import docs, hf, inference, openai, ops, tei
 from app.settings import Settings
 from app.tokenizer import TextTokenizer
 
@@ -39,6 +48,18 @@ log = logging.getLogger("distilserve")
 
 class StartupError(Exception):
     """The server cannot start with this configuration; the message is for the operator."""
+
+
+@dataclass(frozen=True)
+class BuildInfo:
+    """What the image says about itself, for /info (TEI's `sha` and `docker_label`); set at image build."""
+
+    sha: str | None
+    docker_label: str | None
+
+    @classmethod
+    def from_environment(cls) -> BuildInfo:
+        return cls(os.environ.get("GIT_SHA") or None, os.environ.get("DOCKER_LABEL") or None)
 
 
 @dataclass(frozen=True)
@@ -164,6 +185,15 @@ class RequestGuard:
         await send({"type": "http.response.body", "body": body})
 
 
+def auth_responses(router: APIRouter, enforced: bool) -> dict[int | str, dict[str, Any]]:
+    """The 401 entry for a protected router's routes in OpenAPI, only when a key is enforced."""
+    if not enforced:
+        return {}
+    # A router's routes share one error style (the OpenAI router holds exactly the OpenAI-style paths).
+    body = error_body_model(getattr(router.routes[0], "path", ""))
+    return error_responses("unauthorized", body=body, common=())
+
+
 def create_app(settings: Settings, backend: Backend | None = None) -> FastAPI:
     started = time.perf_counter()
     metrics = Metrics()
@@ -185,21 +215,22 @@ def create_app(settings: Settings, backend: Backend | None = None) -> FastAPI:
         version=__version__,
         summary="Fill-mask and embeddings for DistilBERT-class encoders on ONNX Runtime, with dynamic batching.",
         lifespan=lifespan,
+        docs_url=None,  # docs.install_docs serves it with local assets
     )
     app.state.settings = settings
     app.state.engine = engine
     app.state.metrics = metrics
     app.state.model_selection = selection
+    app.state.build = BuildInfo.from_environment()
     install_error_handlers(app, on_error=lambda kind: metrics.failures.labels(kind).inc())
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes, metrics=metrics)
     # Inference routers take the API-key dependency; operational routes stay open for probes.
     protected = auth_dependencies(settings.api_key)
     app.include_router(ops.router)
-    app.include_router(inference.router, dependencies=protected)
-    app.include_router(openai.router, dependencies=protected)
-    app.include_router(tei.router, dependencies=protected)
-    app.include_router(hf.router, dependencies=protected)
+    for router in (inference.router, openai.router, tei.router, hf.router):
+        app.include_router(router, dependencies=protected, responses=auth_responses(router, bool(protected)))
     app.include_router(widget.router)
+    docs.install_docs(app)
     log.info("model loaded in %.2fs", time.perf_counter() - started)
     return app
 

@@ -13,8 +13,8 @@ from fastapi import APIRouter, Body, Request
 from fastapi.responses import Response
 from pydantic import Discriminator, Tag
 
+from app.errors import error_responses
 from app.routes import inference
-from app.routes.tei import error_responses
 from app.schemas import EmbedRequest, FillMaskCandidate, FillMaskRequest
 
 router = APIRouter(tags=["huggingface"])
@@ -47,7 +47,7 @@ InferenceBody = Annotated[
         "`{\"inputs\": ..., \"parameters\": {...}}` is answered like POST /fill-mask; any other body "
         "(`{\"inputs\": ..., \"normalize\": true, ...}`) like POST /embed. Both return bare JSON lists."
     ),
-    responses=error_responses("empty", "tokenizer", "overloaded", "unhealthy"),
+    responses=inference.INFERENCE_ERRORS,
 )
 async def infer(body: Annotated[InferenceBody, Body()], request: Request) -> Response:
     if isinstance(body, FillMaskRequest):

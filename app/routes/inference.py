@@ -7,16 +7,21 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from app.errors import error_responses
 from app.routes.common import cancel_on_disconnect, engine_of, json_response
 from app.schemas import EmbedRequest, FillMaskCandidate, FillMaskRequest
 
 router = APIRouter(tags=["inference"])
+
+# Everything that goes through the tokenizer and the batcher (also POST /, which answers like these).
+INFERENCE_ERRORS = error_responses("empty", "tokenizer", "overloaded", "unhealthy", "backend")
 
 
 @router.post(
     "/fill-mask",
     response_model=list[FillMaskCandidate] | list[list[FillMaskCandidate]] | list[list[list[FillMaskCandidate]]],
     summary="Fill the mask token, answered exactly like transformers' fill-mask pipeline",
+    responses=INFERENCE_ERRORS,
 )
 async def fill_mask(body: FillMaskRequest, request: Request) -> Response:
     engine = engine_of(request)
@@ -31,7 +36,9 @@ async def fill_mask(body: FillMaskRequest, request: Request) -> Response:
     return json_response(content, timings)
 
 
-@router.post("/embed", response_model=list[list[float]], summary="Embeddings, TEI's /embed")
+@router.post(
+    "/embed", response_model=list[list[float]], summary="Embeddings, TEI's /embed", responses=INFERENCE_ERRORS
+)
 async def embed(body: EmbedRequest, request: Request) -> Response:
     engine = engine_of(request)
     texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs

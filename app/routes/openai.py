@@ -18,9 +18,9 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from app import tasks
-from app.errors import EmptyInput, InvalidInput
+from app.errors import EmptyInput, error_responses
 from app.routes.common import cancel_on_disconnect, engine_of, json_response
-from app.routes.tei import error_responses
+from app.schemas import OpenAIErrorBody
 
 router = APIRouter(tags=["openai"])
 
@@ -65,16 +65,6 @@ class EmbeddingsResponse(BaseModel):
     usage: Usage
 
 
-class OpenAIError(BaseModel):
-    message: str
-    type: str = Field(description="OpenAI's error type, e.g. invalid_request_error.")
-    code: str = Field(description="distilserve's error kind (TEI's error_type vocabulary).")
-
-
-class OpenAIErrorBody(BaseModel):
-    error: OpenAIError
-
-
 def split_input(value: EmbeddingInput) -> tuple[list[str], list[list[int]]]:
     """(texts, token id lists): exactly one of the two is non-empty. Raises EmptyInput for nothing to embed."""
     if isinstance(value, str):
@@ -117,7 +107,7 @@ def response_content(
 _ROUTE: dict[str, Any] = {
     "response_model": EmbeddingsResponse,
     "summary": "Create embeddings (OpenAI's API): unit-length, optionally shortened to `dimensions`",
-    "responses": error_responses("empty", "tokenizer", "overloaded", "unhealthy", body=OpenAIErrorBody),
+    "responses": error_responses("empty", "tokenizer", "overloaded", "unhealthy", "backend", body=OpenAIErrorBody),
 }
 
 
@@ -126,9 +116,7 @@ _ROUTE: dict[str, Any] = {
 async def create_embeddings(body: EmbeddingsRequest, request: Request) -> Response:
     engine = engine_of(request)
     texts, ids = split_input(body.input)
-    hidden = engine.manifest.arch.hidden_size
-    if body.dimensions is not None and body.dimensions > hidden:
-        raise InvalidInput(f"dimensions must be between 1 and {hidden}, got {body.dimensions}")
+    engine.check_dimensions(body.dimensions)
     result = await cancel_on_disconnect(
         request, engine.embeddings(texts=texts) if texts else engine.embeddings(ids=ids)
     )

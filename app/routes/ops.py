@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from app import __version__
 from app.metrics import CONTENT_TYPE
@@ -13,13 +13,23 @@ from app.schemas import Health, Info, Ready
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/health", response_model=Health, summary="Liveness: 503 once the engine cannot recover")
+@router.get(
+    "/health",
+    response_model=Health,
+    summary="Liveness: 503 once the engine cannot recover",
+    responses={503: {"model": Health, "description": "`unhealthy`: warm-up failed or the batching loop died"}},
+)
 async def health(request: Request) -> JSONResponse:
     alive = engine_of(request).alive
     return JSONResponse({"status": "ok" if alive else "unhealthy"}, status_code=200 if alive else 503)
 
 
-@router.get("/ready", response_model=Ready, summary="Readiness: true only after warm-up, while the batcher runs")
+@router.get(
+    "/ready",
+    response_model=Ready,
+    summary="Readiness: true only after warm-up, while the batcher runs",
+    responses={503: {"model": Ready, "description": "not ready; `reason` says why (warming up, failed, stopped)"}},
+)
 async def ready(request: Request) -> JSONResponse:
     engine = engine_of(request)
     if engine.ready:
@@ -38,6 +48,8 @@ async def info(request: Request) -> Info:
     engine = engine_of(request)
     manifest, settings, backend = engine.manifest, engine.settings, engine.backend.info
     selection = request.app.state.model_selection
+    build = request.app.state.build
+    mask = manifest.special_tokens.mask
     return Info(
         model_id=manifest.model_id,
         model_sha=manifest.source.revision,
@@ -56,14 +68,23 @@ async def info(request: Request) -> Info:
         max_client_batch_size=settings.max_inputs_per_request,
         max_concurrent_requests=settings.max_queue,
         max_top_k=settings.max_top_k,
+        mask_token=mask.token if mask is not None else None,
+        tokenization_workers=engine.tokenization_workers,
         auto_truncate=False,
         demo=selection.demo or manifest.demo,
         model_selection_reason=selection.reason,
         version=__version__,
+        sha=build.sha,
+        docker_label=build.docker_label,
     )
 
 
-@router.get("/metrics", summary="Prometheus metrics")
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics, in the text exposition format",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text"}},
+)
 async def metrics(request: Request) -> Response:
     engine = engine_of(request)
     engine.metrics.queue_depth.set(engine.batcher.queue_depth)

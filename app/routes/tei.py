@@ -1,36 +1,15 @@
-"""TEI's extras: POST /tokenize and POST /decode, in text-embeddings-inference's request and response shapes.
-
-Also `error_responses`, which documents a route's errors in OpenAPI straight from the one error table
-(app.errors.ERROR_TABLE), so /docs cannot drift from what the handlers send.
-"""
+"""TEI's extras: POST /tokenize and POST /decode, in text-embeddings-inference's request and response shapes."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.errors import ERROR_TABLE, InvalidInput
+from app.errors import InvalidInput, error_responses
 from app.routes.common import engine_of, json_response
-from app.schemas import ErrorBody
 
 router = APIRouter(tags=["tokenizer"])
-
-# What can go wrong on any inference route, beyond the route's own kinds.
-COMMON_ERRORS = ("validation", "payload_too_large", "unauthorized", "internal")
-
-
-def error_responses(*kinds: str, body: type[BaseModel] = ErrorBody) -> dict[int | str, dict[str, Any]]:
-    """`responses=` for a route: one entry per HTTP status, listing the error kinds that produce it."""
-    by_status: dict[int, list[str]] = {}
-    for kind in dict.fromkeys(kinds + COMMON_ERRORS):
-        by_status.setdefault(ERROR_TABLE[kind][0], []).append(kind)
-    return {
-        status: {"model": body, "description": "error kind: " + ", ".join(f"`{kind}`" for kind in kinds_here)}
-        for status, kinds_here in sorted(by_status.items())
-    }
 
 
 class _Request(BaseModel):

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from app.backend import FakeBackend
 from app.server import create_app
 from app.settings import Settings
-from tests.app.conftest import serving
+from tests.app.conftest import FAKE_HIDDEN, serving
 
 TIMING_HEADERS = ("x-tokenization-time", "x-queue-time", "x-inference-time", "x-total-time")
 
@@ -96,5 +97,28 @@ def test_info_has_tei_fields(client: TestClient) -> None:
     for field in (
         "model_id", "model_sha", "model_dtype", "model_type", "max_concurrent_requests", "max_input_length",
         "max_batch_tokens", "max_batch_requests", "max_client_batch_size", "auto_truncate", "version",
+        "tokenization_workers", "sha", "docker_label",
     ):
         assert field in info, field
+    assert info["mask_token"] == "[MASK]"  # the widget reads it
+    assert info["tokenization_workers"] == 1
+
+
+@pytest.mark.parametrize(
+    ("environment", "expected"),
+    [({}, (None, None)), ({"GIT_SHA": "0a1b2c", "DOCKER_LABEL": "sha-0a1b2c"}, ("0a1b2c", "sha-0a1b2c"))],
+)
+def test_info_build_fields_come_from_the_image_environment(
+    fake_model_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    environment: dict[str, str],
+    expected: tuple[str | None, str | None],
+) -> None:
+    for name in ("GIT_SHA", "DOCKER_LABEL"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    backend = FakeBackend(hidden_size=FAKE_HIDDEN, vocab_size=30522, mask_id=103)
+    info = TestClient(create_app(Settings(model_dir=fake_model_dir), backend)).get("/info").json()
+    assert (info["sha"], info["docker_label"]) == expected
+    assert info["model_sha"] == "abc123"  # the model's revision stays in TEI's model_sha
