@@ -93,5 +93,5 @@ class Info(BaseModel):
     demo: bool = Field(description="True for the offline demo model (an MLM head trained here, not the original).")
     model_selection_reason: str
     version: str
-    sha: str | None = Field(description="The server build's git commit (TEI's `sha`), from $GIT_SHA; null if unset.")
-    docker_label: str | None = Field(description="The image label (TEI's `docker_label`), from $DOCKER_LABEL.")
+    sha: str | None = Field(description="The server build's git commit (TEI's `sha`), from DISTILSERVE_BUILD_SHA; null if unset.")
+    docker_label: str | None = Field(description="The image label (TEI's `docker_label`), from DISTILSERVE_DOCKER_LABEL.")

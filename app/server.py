@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -48,18 +47,6 @@ log = logging.getLogger("distilserve")
 
 class StartupError(Exception):
     """The server cannot start with this configuration; the message is for the operator."""
-
-
-@dataclass(frozen=True)
-class BuildInfo:
-    """What the image says about itself, for /info (TEI's `sha` and `docker_label`); set at image build."""
-
-    sha: str | None
-    docker_label: str | None
-
-    @classmethod
-    def from_environment(cls) -> BuildInfo:
-        return cls(os.environ.get("GIT_SHA") or None, os.environ.get("DOCKER_LABEL") or None)
 
 
 @dataclass(frozen=True)
@@ -221,7 +208,6 @@ def create_app(settings: Settings, backend: Backend | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.metrics = metrics
     app.state.model_selection = selection
-    app.state.build = BuildInfo.from_environment()
     install_error_handlers(app, on_error=lambda kind: metrics.failures.labels(kind).inc())
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes, metrics=metrics)
     # Inference routers take the API-key dependency; operational routes stay open for probes.

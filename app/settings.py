@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Interface to listen on (0.0.0.0 in containers).")
     port: int = Field(default=8000, ge=0, le=65535, description="TCP port to listen on.")
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log level.")
+    build_sha: str | None = Field(default=None, description="Git commit the image was built from, reported as /info `sha` (set at image build).")
+    docker_label: str | None = Field(default=None, description="Image label, reported as /info `docker_label` (set at image build).")
 
     providers: Annotated[list[str], NoDecode] = Field(
         default=["CUDAExecutionProvider", "CPUExecutionProvider"],

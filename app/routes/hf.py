@@ -13,7 +13,6 @@ from fastapi import APIRouter, Body, Request
 from fastapi.responses import Response
 from pydantic import Discriminator, Tag
 
-from app.errors import error_responses
 from app.routes import inference
 from app.schemas import EmbedRequest, FillMaskCandidate, FillMaskRequest
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from app import __version__
-from app.metrics import CONTENT_TYPE
+from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE  # noqa: N811
 from app.routes.common import engine_of
 from app.schemas import Health, Info, Ready
 
@@ -48,7 +48,6 @@ async def info(request: Request) -> Info:
     engine = engine_of(request)
     manifest, settings, backend = engine.manifest, engine.settings, engine.backend.info
     selection = request.app.state.model_selection
-    build = request.app.state.build
     mask = manifest.special_tokens.mask
     return Info(
         model_id=manifest.model_id,
@@ -74,8 +73,8 @@ async def info(request: Request) -> Info:
         demo=selection.demo or manifest.demo,
         model_selection_reason=selection.reason,
         version=__version__,
-        sha=build.sha,
-        docker_label=build.docker_label,
+        sha=settings.build_sha,
+        docker_label=settings.docker_label,
     )
 
 

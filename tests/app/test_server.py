@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi import Request
-from fastapi.testclient import TestClient
 
 from app.backend import FakeBackend, PaddedBatch
 from app.errors import InvalidInput

@@ -106,7 +106,7 @@ def test_info_has_tei_fields(client: TestClient) -> None:
 
 @pytest.mark.parametrize(
     ("environment", "expected"),
-    [({}, (None, None)), ({"GIT_SHA": "0a1b2c", "DOCKER_LABEL": "sha-0a1b2c"}, ("0a1b2c", "sha-0a1b2c"))],
+    [({}, (None, None)), ({"DISTILSERVE_BUILD_SHA": "0a1b2c", "DISTILSERVE_DOCKER_LABEL": "sha-0a1b2c"}, ("0a1b2c", "sha-0a1b2c"))],
 )
 def test_info_build_fields_come_from_the_image_environment(
     fake_model_dir: Path,
@@ -114,7 +114,7 @@ def test_info_build_fields_come_from_the_image_environment(
     environment: dict[str, str],
     expected: tuple[str | None, str | None],
 ) -> None:
-    for name in ("GIT_SHA", "DOCKER_LABEL"):
+    for name in ("DISTILSERVE_BUILD_SHA", "DISTILSERVE_DOCKER_LABEL"):
         monkeypatch.delenv(name, raising=False)
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
