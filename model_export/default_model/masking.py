@@ -137,6 +137,10 @@ def masked_accuracy(
 def frequency_baseline(masked_train: Sequence[MaskedSequence], masked_eval: Sequence[MaskedSequence]) -> Accuracy:
     """Always predict the most frequent training tokens (the field's most-frequent-words baseline)."""
     counts = np.bincount(np.concatenate([m.labels for m in masked_train]), minlength=VOCAB_SIZE)
-    ranked = np.argsort(-counts)[:5]
+    return baseline_from_counts(counts, masked_eval)
+
+
+def baseline_from_counts(counts: np.ndarray, masked_eval: Sequence[MaskedSequence]) -> Accuracy:
+    ranked = np.argsort(-counts, kind="stable")[:5]
     labels = np.concatenate([m.labels[m.kinds == KIND_MASK] for m in masked_eval])
     return Accuracy(float((labels == ranked[0]).mean()), float(np.isin(labels, ranked).mean()), int(labels.shape[0]))

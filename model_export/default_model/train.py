@@ -10,6 +10,7 @@ fix the schedule, so a rerun with the same arguments reproduces the weights.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import platform
@@ -24,7 +25,7 @@ import numpy as np
 from model_export.default_model import HEAD_WEIGHTS, HELDOUT_SLICE, TRAINING_LOG
 from model_export.default_model import corpus as corpus_recipe
 from model_export.default_model.masking import (
-    KIND_MASK, MASK_ID, Accuracy, MaskedSequence, batches, encode_paragraphs, frequency_baseline,
+    KIND_MASK, MASK_ID, Accuracy, MaskedSequence, baseline_from_counts, batches, encode_paragraphs, frequency_baseline,
     load_tokenizer, mask_sequences, masked_accuracy, pad,
 )
 
@@ -183,10 +184,25 @@ def read_slice(path: Path = HELDOUT_SLICE) -> list[str]:
     return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def masked_slice(path: Path = HELDOUT_SLICE) -> list[MaskedSequence]:
+    return mask_sequences(encode_paragraphs(load_tokenizer(), read_slice(path)), SLICE_MASK_SEED)
+
+
 def slice_accuracy(predict: Callable[[np.ndarray, np.ndarray], np.ndarray], path: Path = HELDOUT_SLICE) -> Accuracy:
     """The model card's slice figure: masking is fixed by SLICE_MASK_SEED."""
-    masked = mask_sequences(encode_paragraphs(load_tokenizer(), read_slice(path)), SLICE_MASK_SEED)
-    return masked_accuracy(predict, masked)
+    return masked_accuracy(predict, masked_slice(path))
+
+
+def _training_stream(tokenizer, paragraphs: list[tuple[str, str]], budget: int) -> list[MaskedSequence]:
+    sequences, tokens, cursor, chunk = [], 0, 0, 2000
+    while tokens < budget and cursor < len(paragraphs):
+        for sequence in encode_paragraphs(tokenizer, [text for _, text in paragraphs[cursor : cursor + chunk]]):
+            if tokens >= budget:
+                break
+            sequences.append(sequence)
+            tokens += len(sequence)
+        cursor += chunk
+    return mask_sequences(sequences, TRAIN_MASK_SEED)
 
 
 def train(config: TrainConfig = TrainConfig(), corpus_dir: Path = corpus_recipe.DEFAULT_CORPUS_DIR,
@@ -206,31 +222,37 @@ def train(config: TrainConfig = TrainConfig(), corpus_dir: Path = corpus_recipe.
     _log(f"corpus: {len(split.train)} training / {len(split.heldout)} held-out paragraphs ({time.time() - started:.0f}s)")
 
     eval_paragraphs = _take_chars(split.heldout, config.eval_chars)
-    slice_paragraphs = _take_chars(split.heldout, config.slice_chars)
+    # The committed slice is Austen only: public domain, so it can ship in the repository.
+    slice_paragraphs = _take_chars([item for item in split.heldout if item[0] == "austen"], config.slice_chars)
     slice_path.write_text("".join(text.replace("\n", " ") + "\n" for _, text in slice_paragraphs), encoding="utf-8")
     masked_eval = mask_sequences(encode_paragraphs(tokenizer, [text for _, text in eval_paragraphs]), EVAL_MASK_SEED)
 
     model = convert_minilm(minilm_dir())
-    masked_train: list[MaskedSequence] = []
-    tokens, cursor, chunk = 0, 0, 2000
-    while tokens < config.train_tokens and cursor < len(split.train):
-        sequences = encode_paragraphs(tokenizer, [text for _, text in split.train[cursor : cursor + chunk]])
-        for sequence in sequences:
-            if tokens >= config.train_tokens:
-                break
-            masked_train.append(sequence)
-            tokens += len(sequence)
-        cursor += chunk
-    masked_train = mask_sequences(masked_train, TRAIN_MASK_SEED)  # type: ignore[arg-type]
-    _log(f"training stream: {len(masked_train)} sequences, {tokens} tokens; running the frozen body once")
-    body_started = time.time()
-    hidden, labels = body_features(model, masked_train, only_mask=False)
-    body_seconds = time.time() - body_started
-    _log(f"cached {len(labels)} training positions in {body_seconds:.0f}s ({tokens / body_seconds:.0f} tokens/s)")
-    eval_hidden, eval_labels = body_features(model, masked_eval, only_mask=True, dtype=torch.float32)
-    _log(f"cached {len(eval_labels)} held-out [MASK] positions")
-
-    baseline = frequency_baseline(masked_train, masked_eval)
+    key = hashlib.sha256(json.dumps([config.train_tokens, config.eval_chars, TRAIN_MASK_SEED, EVAL_MASK_SEED,
+                                     corpus_recipe.SEED, corpus_recipe.HELDOUT_PERCENT, corpus_recipe.SOURCE_WEIGHTS,
+                                     len(split.train), len(split.heldout)]).encode()).hexdigest()[:16]
+    cache_path = corpus_dir / "cache" / f"features-{key}.pt"
+    if cache_path.is_file():
+        cached = torch.load(cache_path)
+        _log(f"reusing the frozen body's cached hidden states from {cache_path}")
+    else:
+        masked_train = _training_stream(tokenizer, split.train, config.train_tokens)
+        tokens = sum(len(item.input_ids) for item in masked_train)
+        _log(f"training stream: {len(masked_train)} sequences, {tokens} tokens; running the frozen body once")
+        body_started = time.time()
+        hidden, labels = body_features(model, masked_train, only_mask=False)
+        body_seconds = time.time() - body_started
+        _log(f"cached {len(labels)} training positions in {body_seconds:.0f}s ({tokens / body_seconds:.0f} tokens/s)")
+        eval_hidden, eval_labels = body_features(model, masked_eval, only_mask=True, dtype=torch.float32)
+        _log(f"cached {len(eval_labels)} held-out [MASK] positions")
+        cached = {"hidden": hidden, "labels": torch.from_numpy(labels), "eval_hidden": eval_hidden,
+                  "eval_labels": torch.from_numpy(eval_labels), "tokens": tokens, "body_seconds": body_seconds,
+                  "baseline": asdict(frequency_baseline(masked_train, masked_eval))}
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(cached, cache_path)
+    hidden, labels = cached["hidden"], cached["labels"].numpy()
+    eval_hidden, eval_labels = cached["eval_hidden"], cached["eval_labels"].numpy()
+    tokens, body_seconds, baseline = cached["tokens"], cached["body_seconds"], Accuracy(**cached["baseline"])
     counts = np.bincount(labels, minlength=model.config.vocab_size)
     trainer = HeadTrainer(model, counts)
     eval_targets = torch.from_numpy(eval_labels)
@@ -258,6 +280,7 @@ def train(config: TrainConfig = TrainConfig(), corpus_dir: Path = corpus_recipe.
     model.eval()
     final = evaluate_cached(exact=True)
     on_slice = slice_accuracy(torch_mask_logits(model), slice_path)
+    slice_baseline = baseline_from_counts(counts, masked_slice(slice_path))
     record = {
         "command": "python -m model_export.default_model train",
         "config": asdict(config),
@@ -266,12 +289,13 @@ def train(config: TrainConfig = TrainConfig(), corpus_dir: Path = corpus_recipe.
         "corpus": {"packages": list(corpus_recipe.PACKAGES), "heldout_percent": corpus_recipe.HELDOUT_PERCENT,
                    "source_weights": corpus_recipe.SOURCE_WEIGHTS, "train_paragraphs": len(split.train),
                    "heldout_paragraphs": len(split.heldout), "train_tokens_used": tokens,
-                   "train_positions": int(len(labels)), "eval_paragraphs": len(eval_paragraphs),
+                   "train_positions": int(len(labels)), "features_cache": str(cache_path), "eval_paragraphs": len(eval_paragraphs),
                    "slice_paragraphs": len(slice_paragraphs)},
         "baseline_most_frequent": asdict(baseline),
         "head_at_init": asdict(initial),
         "heldout": asdict(final),
         "heldout_slice": asdict(on_slice),
+        "heldout_slice_baseline_most_frequent": asdict(slice_baseline),
         "history": history,
         "seconds": {"body_features": round(body_seconds, 1), "head": round(head_seconds, 1),
                     "total": round(time.time() - started, 1)},
