@@ -152,21 +152,15 @@ def resolve_model_dir(
     if _verifies(cached) is not None:
         return _chosen(cached, f"{source}: serving the export cached in {cached}", False)
 
-    local = Path(source).expanduser()
-    why_not: str
-    if local.is_dir():
-        why = f"{source} is a local checkpoint directory; exported into {cached}"
-        return _export_and_choose(source, cached, why, export)
-    if source.startswith((".", "/", "~")):
-        why_not = f"{source} is not a directory"
-    else:
-        unreachable = probe()
-        if unreachable is None:
-            return _export_and_choose(source, cached, f"{source}: the hub is reachable; exported into {cached}", export)
-        if in_hf_cache(source):
-            why = f"{source}: the hub is unreachable ({unreachable}) but the Hugging Face cache holds it; exported into {cached}"
-            return _export_and_choose(source, cached, why, export)
-        why_not = f"{source} is not cached and the hub is unreachable ({unreachable})"
+    try:
+        return _from_source(source, cached, probe, export)
+    except SourceUnavailable as unavailable:
+        why_not = str(unavailable)
+    except ModelSourceError as error:
+        if not is_default:
+            raise
+        # The default must still serve something: a failed distilbert export falls back to the demo.
+        why_not = str(error)
 
     if not is_default:
         raise ModelSourceError(
@@ -189,6 +183,24 @@ def resolve_model_dir(
         if _verifies(offline) is None:
             raise ModelSourceError(f"building the offline default into {offline} did not produce a servable directory")
     return _chosen(offline, reason, True)
+
+
+class SourceUnavailable(Exception):
+    """The source cannot be had at all here (no such directory; hub unreachable, nothing cached)."""
+
+
+def _from_source(source: str, cached: Path, probe: Callable[[], str | None], export: Callable[[str, Path], None]) -> ResolvedModel:
+    if Path(source).expanduser().is_dir():
+        return _export_and_choose(source, cached, f"{source} is a local checkpoint directory; exported into {cached}", export)
+    if source.startswith((".", "/", "~")):
+        raise SourceUnavailable(f"{source} is not a directory")
+    unreachable = probe()
+    if unreachable is None:
+        return _export_and_choose(source, cached, f"{source}: the hub is reachable; exported into {cached}", export)
+    if in_hf_cache(source):
+        why = f"{source}: the hub is unreachable ({unreachable}) but the Hugging Face cache holds it; exported into {cached}"
+        return _export_and_choose(source, cached, why, export)
+    raise SourceUnavailable(f"{source} is not cached and the hub is unreachable ({unreachable})")
 
 
 def _export_and_choose(source: str, cached: Path, why: str, export: Callable[[str, Path], None]) -> ResolvedModel:

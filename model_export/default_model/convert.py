@@ -86,12 +86,14 @@ def convert_minilm(source: Path, head: dict[str, torch.Tensor] | None = None) ->
     """
     import torch
     import transformers
+    from safetensors.torch import load_file
 
-    bert = transformers.BertModel.from_pretrained(str(source), add_pooling_layer=False)
-    config = distilbert_config(bert.config)
+    # The weights are read directly: BertModel would only add a pooler we drop (and warn about it).
+    bert_config = transformers.BertConfig.from_pretrained(str(source))
+    config = distilbert_config(bert_config)
     torch.manual_seed(0)
     model = transformers.DistilBertForMaskedLM(config).eval()
-    body = convert_state_dict(bert.state_dict(), config.n_layers)
+    body = convert_state_dict(load_file(str(Path(source) / "model.safetensors")), config.n_layers)
     expected = {key for key in model.state_dict() if key.startswith("distilbert.")}
     if set(body) != expected:
         raise ConversionError(f"key mismatch: missing {sorted(expected - set(body))[:3]}, extra {sorted(set(body) - expected)[:3]}")

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,6 +29,9 @@ from model_export.default_model.masking import (
     KIND_MASK, MASK_ID, Accuracy, MaskedSequence, baseline_from_counts, batches, encode_paragraphs, frequency_baseline,
     load_tokenizer, mask_sequences, masked_accuracy, pad,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 TRAIN_MASK_SEED = 1
 EVAL_MASK_SEED = 2
@@ -62,7 +66,7 @@ def _take_chars(paragraphs: list[tuple[str, str]], limit: int) -> list[tuple[str
     return taken
 
 
-def body_features(model, masked: list[MaskedSequence], only_mask: bool, dtype=None) -> tuple["torch.Tensor", np.ndarray]:
+def body_features(model, masked: list[MaskedSequence], only_mask: bool, dtype=None) -> tuple[torch.Tensor, np.ndarray]:
     """Final hidden states at the selected positions (or only the [MASK] ones) and their labels.
 
     Stored as float16 by default (the training cache); pass torch.float32 for evaluation."""
@@ -106,12 +110,14 @@ class HeadTrainer:
             parameter.requires_grad_(True)
         self.embeddings_bf16 = model.distilbert.embeddings.word_embeddings.weight.detach().to(torch.bfloat16)
 
-    def logits(self, hidden: "torch.Tensor", exact: bool = False) -> "torch.Tensor":
+    def logits(self, hidden: torch.Tensor, exact: bool = False) -> torch.Tensor:
+        import torch
+
         model = self.model
         x = model.vocab_layer_norm(model.activation(model.vocab_transform(hidden.float())))
         if exact:
             return model.vocab_projector(x)
-        return (x.to(torch_bfloat16()) @ self.embeddings_bf16.T).float() + model.vocab_projector.bias
+        return (x.to(torch.bfloat16) @ self.embeddings_bf16.T).float() + model.vocab_projector.bias
 
     def train(self, hidden, labels: np.ndarray, config: TrainConfig, evaluate: Callable[[], Accuracy]) -> list[dict]:
         import torch
@@ -146,7 +152,7 @@ class HeadTrainer:
                 _log(f"eval {history[-1]}")
         return history
 
-    def state(self) -> dict[str, "torch.Tensor"]:
+    def state(self) -> dict[str, torch.Tensor]:
         model = self.model
         return {
             "vocab_transform.weight": model.vocab_transform.weight.detach().clone().contiguous(),
@@ -155,12 +161,6 @@ class HeadTrainer:
             "vocab_layer_norm.bias": model.vocab_layer_norm.bias.detach().clone(),
             "vocab_projector.bias": model.vocab_projector.bias.detach().clone(),
         }
-
-
-def torch_bfloat16():
-    import torch
-
-    return torch.bfloat16
 
 
 def torch_mask_logits(model) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:

@@ -138,3 +138,13 @@ def test_source_slugs(tmp_path: Path) -> None:
     first.mkdir(parents=True)
     second.mkdir(parents=True)
     assert source_slug(str(first)).startswith("local-ckpt-") and source_slug(str(first)) != source_slug(str(second))
+
+
+def test_a_failed_distilbert_export_falls_back_to_the_demo_and_says_so(tmp_path: Path, tiny_mlm_model_dir: Path) -> None:
+    def broken(source: str, out: Path) -> None:
+        raise RuntimeError("connection reset")
+
+    builder = Recorder(tiny_mlm_model_dir, demo=True)
+    resolved = resolve_model_dir(_settings(tmp_path), probe=lambda: None, export=broken, build_default=builder.build)
+    assert resolved.demo and resolved.path == tmp_path / "cache" / "offline-default"
+    assert "exporting distilbert-base-uncased" in resolved.reason and "connection reset" in resolved.reason
