@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import sys
 from collections.abc import Callable
@@ -33,7 +34,9 @@ def minilm_dir() -> Path:
 
 
 def default_output_dir(cache_dir: Path | None = None) -> Path:
-    return (cache_dir or DEFAULT_CACHE_DIR).expanduser() / "offline-default"
+    """Where the server looks for it: <cache_dir>/offline-default, honouring DISTILSERVE_CACHE_DIR."""
+    cache_dir = cache_dir or Path(os.environ.get("DISTILSERVE_CACHE_DIR") or DEFAULT_CACHE_DIR)
+    return cache_dir.expanduser() / "offline-default"
 
 
 def checkpoint_dir_for(out_dir: Path) -> Path:
