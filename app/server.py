@@ -9,7 +9,6 @@ Dialect routers (OpenAI, HF, TEI) are one entry each in `create_app`'s list of p
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -37,6 +36,7 @@ from app.errors import (
     status_for,
 )
 from app.metrics import Metrics
+from app.model_source import ModelSourceError, resolve_model_dir
 from app.providers import ProviderError, ShapeLimits
 from app.routes import docs, hf, inference, openai, ops, tei
 from app.settings import Settings
@@ -59,11 +59,10 @@ class ModelSelection:
 def select_model(settings: Settings) -> ModelSelection:
     if settings.model_dir is not None:
         return ModelSelection(settings.model_dir, "model_dir is configured", False)
-    if importlib.util.find_spec("app.model_source") is None:
-        raise StartupError("no model directory: pass --model-dir DIR or set DISTILSERVE_MODEL_DIR")
-    from app.model_source import resolve_model_dir
-
-    resolved = resolve_model_dir(settings)
+    try:
+        resolved = resolve_model_dir(settings)
+    except ModelSourceError as error:
+        raise StartupError(str(error)) from None
     return ModelSelection(Path(resolved.path), str(resolved.reason), bool(resolved.demo))
 
 

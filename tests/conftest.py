@@ -8,6 +8,10 @@ import pytest
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
+# No test may reach a model hub. Set before anything imports huggingface_hub, which reads it once.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
 
 def require_tool(name: str) -> str:
     """A tool the CI installs: skip locally when absent, but fail in CI so it cannot silently not run."""

