@@ -36,19 +36,19 @@ COPY pyproject.toml /tmp/deps/
 RUN mkdir /tmp/deps/app /tmp/deps/model_export \
     && touch /tmp/deps/app/__init__.py /tmp/deps/model_export/__init__.py \
     && /opt/export/bin/pip install "/tmp/deps[cpu,export]" \
+    && /opt/export/bin/pip uninstall -y distilserve \
     && rm -rf /tmp/deps
+# Only the exporter: a change to the server does not re-export the model.
 WORKDIR /src
-COPY pyproject.toml README.md* ./
-COPY app ./app
 COPY model_export ./model_export
-RUN /opt/export/bin/pip install --no-deps --force-reinstall .
 # Empty: the offline default model (all-MiniLM-L6-v2 weights + the shipped masked-LM head).
-# Otherwise a Hugging Face hub id (the build needs network), exported with every variant. A model
-# exported elsewhere is better mounted at /models/default at run time (docs/deploy.md).
+# Otherwise a Hugging Face hub id (the build needs network) or a checkpoint directory inside this
+# stage. A model exported elsewhere is better mounted at /models/default at run time (docs/deploy.md).
 ARG MODEL_SOURCE=""
 # fp16 is what the gpu target serves; fp32 and int8 the cpu target.
 ARG MODEL_VARIANTS=fp32,fp16,int8
-ENV HF_HOME=/tmp/hf
+ENV HF_HOME=/tmp/hf \
+    PYTHONPATH=/src
 RUN if [ -z "${MODEL_SOURCE}" ]; then \
         /opt/export/bin/python -m model_export.default_model build \
             --out /models/default --variants "${MODEL_VARIANTS}"; \
@@ -58,24 +58,17 @@ RUN if [ -z "${MODEL_SOURCE}" ]; then \
     fi \
     && rm -rf /tmp/hf
 
-# --- runtime virtual environments ---------------------------------------------------------------
-FROM python-base AS venv-cpu
+# --- runtime dependencies: large, and rebuilt only when pyproject.toml changes -----------------
+FROM python-base AS deps-cpu
 COPY pyproject.toml /tmp/deps/
 RUN mkdir /tmp/deps/app /tmp/deps/model_export \
     && touch /tmp/deps/app/__init__.py /tmp/deps/model_export/__init__.py \
     && python3 -m venv /opt/venv \
     && /opt/venv/bin/pip install "/tmp/deps[cpu]" \
+    && /opt/venv/bin/pip uninstall -y distilserve pip \
     && rm -rf /tmp/deps
-WORKDIR /src
-COPY pyproject.toml README.md* ./
-COPY app ./app
-COPY model_export ./model_export
-# The default model's head weights are export-time input only; the server never reads them.
-RUN /opt/venv/bin/pip install --no-deps --force-reinstall . \
-    && /opt/venv/bin/pip uninstall -y pip \
-    && find /opt/venv/lib -path '*/model_export/default_model/*.safetensors' -delete
 
-FROM python-base AS venv-gpu
+FROM python-base AS deps-gpu
 COPY pyproject.toml /tmp/deps/
 # onnxruntime-gpu's `cuda` and `cudnn` extras install NVIDIA's CUDA runtime, cuBLAS, cuFFT, cuRAND
 # and cuDNN 9 as wheels (CUDA 13 for onnxruntime-gpu 1.31), so the image needs no CUDA base image,
@@ -87,17 +80,20 @@ RUN mkdir /tmp/deps/app /tmp/deps/model_export \
     && touch /tmp/deps/app/__init__.py /tmp/deps/model_export/__init__.py \
     && python3 -m venv /opt/venv \
     && /opt/venv/bin/pip install "/tmp/deps[gpu]" "${ORT_GPU}" \
+    && /opt/venv/bin/pip uninstall -y distilserve pip \
     && rm -rf /tmp/deps \
     && mkdir -p /opt/cuda-libs \
     && find /opt/venv/lib/python3*/site-packages/nvidia -name 'lib*.so*' -exec ln -sf {} /opt/cuda-libs/ \;
-WORKDIR /src
-COPY pyproject.toml README.md* ./
+
+# --- the server's code: a small last layer, so a code change rebuilds nothing big --------------
+FROM python-base AS source
+WORKDIR /opt/distilserve
 COPY app ./app
 COPY model_export ./model_export
-# The default model's head weights are export-time input only; the server never reads them.
-RUN /opt/venv/bin/pip install --no-deps --force-reinstall . \
-    && /opt/venv/bin/pip uninstall -y pip \
-    && find /opt/venv/lib -path '*/model_export/default_model/*.safetensors' -delete
+# The default model's training inputs are export-time only; the server never reads them.
+# Bytecode is compiled here because the read-only root filesystem cannot take it at run time.
+RUN rm -f model_export/default_model/*.safetensors \
+    && python3 -m compileall -q --invalidation-mode unchecked-hash app model_export
 
 # --- runtime targets ----------------------------------------------------------------------------
 FROM python-base AS runtime
@@ -105,10 +101,10 @@ RUN groupadd --system --gid 10001 distilserve \
     && useradd --system --uid 10001 --gid distilserve --home-dir /nonexistent --no-create-home \
        --shell /usr/sbin/nologin distilserve
 ENV PATH=/opt/venv/bin:${PATH} \
+    PYTHONPATH=/opt/distilserve \
     HOME=/tmp \
     DISTILSERVE_MODEL_DIR=/models/default \
     DISTILSERVE_CACHE_DIR=/tmp/distilserve
-COPY --from=export /models/default /models/default
 EXPOSE 8000
 # Nothing is written outside /tmp (mount it as tmpfs/emptyDir with a read-only root filesystem).
 VOLUME ["/tmp"]
@@ -119,8 +115,10 @@ HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
 CMD ["python", "-m", "app", "--model-dir", "/models/default", "--host", "0.0.0.0", "--port", "8000"]
 
 FROM runtime AS gpu
-COPY --from=venv-gpu /opt/venv /opt/venv
-COPY --from=venv-gpu /opt/cuda-libs /opt/cuda-libs
+COPY --from=deps-gpu /opt/venv /opt/venv
+COPY --from=deps-gpu /opt/cuda-libs /opt/cuda-libs
+COPY --from=export /models/default /models/default
+COPY --from=source /opt/distilserve /opt/distilserve
 # fp16 is what the server picks on CUDA; set DISTILSERVE_STRICT_PROVIDERS=true to refuse to start
 # when CUDA is not usable instead of falling back to the CPU.
 ENV LD_LIBRARY_PATH=/opt/cuda-libs \
@@ -131,4 +129,6 @@ ENV LD_LIBRARY_PATH=/opt/cuda-libs \
 # The default target (last stage) is the CPU image.
 FROM runtime AS cpu
 ENV DISTILSERVE_PROVIDERS=CPUExecutionProvider
-COPY --from=venv-cpu /opt/venv /opt/venv
+COPY --from=deps-cpu /opt/venv /opt/venv
+COPY --from=export /models/default /models/default
+COPY --from=source /opt/distilserve /opt/distilserve
