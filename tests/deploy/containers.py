@@ -25,6 +25,8 @@ HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 # The torch CPU wheel on this kind of host; without it the build uses the PyTorch CPU index.
 HOST_WHEELS = Path("/opt/wheels")
 
+K8S = REPO / "deploy" / "k8s"
+
 BASE_IMAGE = "debian:bookworm-slim"
 CPU_IMAGE = "localhost/distilserve:cpu"
 GPU_IMAGE = "localhost/distilserve:gpu"
@@ -110,3 +112,14 @@ def wait_until_ready(base_url: str, timeout: float = 300, logs: Any = None) -> N
         time.sleep(1)
     tail = logs() if logs else ""
     raise AssertionError(f"{base_url}/ready not 200 within {timeout:.0f}s (last: {last})\n{tail}")
+
+
+def kustomize(overlay: str) -> str:
+    """`kubectl kustomize` of deploy/k8s/overlays/OVERLAY."""
+    from tests.conftest import require_tool
+
+    kubectl = require_tool("kubectl")
+    proc = subprocess.run([kubectl, "kustomize", str(K8S / "overlays" / overlay)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout

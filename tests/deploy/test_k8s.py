@@ -8,20 +8,12 @@ import pytest
 import yaml
 
 from tests.conftest import require_tool
-from tests.deploy.containers import REPO
+from tests.deploy.containers import K8S
+from tests.deploy.containers import kustomize as render
 
 pytestmark = pytest.mark.container
 
-K8S = REPO / "deploy" / "k8s"
 OVERLAYS = sorted(p.name for p in (K8S / "overlays").iterdir() if (p / "kustomization.yaml").is_file())
-
-
-def render(overlay: str) -> str:
-    kubectl = require_tool("kubectl")
-    proc = subprocess.run([kubectl, "kustomize", str(K8S / "overlays" / overlay)],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
 
 
 def resources(overlay: str) -> dict[str, dict]:

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from tests.deploy import containers
-from tests.deploy.test_k8s import render
+from tests.deploy.containers import kustomize as render
 
 pytestmark = pytest.mark.container
 
