@@ -126,6 +126,12 @@ ENV LD_LIBRARY_PATH=/opt/cuda-libs \
     NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility \
     DISTILSERVE_PROVIDERS=CUDAExecutionProvider,CPUExecutionProvider
+# Reported by /info as `sha` and `docker_label`: --build-arg BUILD_SHA=$(git rev-parse HEAD).
+ARG BUILD_SHA=unknown
+ARG DOCKER_LABEL=distilserve:gpu
+LABEL org.opencontainers.image.revision=${BUILD_SHA}
+ENV DISTILSERVE_BUILD_SHA=${BUILD_SHA} \
+    DISTILSERVE_DOCKER_LABEL=${DOCKER_LABEL}
 
 # The default target (last stage) is the CPU image.
 FROM runtime AS cpu
@@ -133,3 +139,9 @@ ENV DISTILSERVE_PROVIDERS=CPUExecutionProvider
 COPY --from=deps-cpu /opt/venv /opt/venv
 COPY --from=export /models/default /models/default
 COPY --from=source /opt/distilserve /opt/distilserve
+# Reported by /info as `sha` and `docker_label`: --build-arg BUILD_SHA=$(git rev-parse HEAD).
+ARG BUILD_SHA=unknown
+ARG DOCKER_LABEL=distilserve:cpu
+LABEL org.opencontainers.image.revision=${BUILD_SHA}
+ENV DISTILSERVE_BUILD_SHA=${BUILD_SHA} \
+    DISTILSERVE_DOCKER_LABEL=${DOCKER_LABEL}

@@ -34,7 +34,7 @@ def cpu_image(base_image: str) -> Iterator[str]:
         yield prebuilt
         return
     started = time.monotonic()
-    containers.build(containers.CPU_IMAGE, target="cpu")
+    containers.build(containers.CPU_IMAGE, target="cpu", extra=("--build-arg", f"BUILD_SHA={containers.git_sha()}"))
     print(f"\nbuilt {containers.CPU_IMAGE} in {time.monotonic() - started:.0f}s, "
           f"{containers.image_size_bytes(containers.CPU_IMAGE) / 1e6:.0f} MB")
     yield containers.CPU_IMAGE

@@ -62,9 +62,14 @@ def build_args() -> list[str]:
     return args
 
 
+def git_sha() -> str:
+    proc = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True)
+    return proc.stdout.strip() or "unknown"
+
+
 def build(tag: str, *, target: str | None = None, containerfile: Path | None = None,
-          context: Path = REPO, timeout: float = 1800) -> None:
-    args = ["podman", "build", *build_args(), "-t", tag]
+          context: Path = REPO, timeout: float = 1800, extra: tuple[str, ...] = ()) -> None:
+    args = ["podman", "build", *build_args(), *extra, "-t", tag]
     if target:
         args += ["--target", target]
     if containerfile:

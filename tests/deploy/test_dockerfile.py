@@ -36,7 +36,7 @@ def test_runtime_targets_have_no_torch_and_run_unprivileged():
     text = (REPO / "Dockerfile").read_text()
     stages = _stages(text)
     assert {"export", "cpu", "gpu", "runtime"} <= stages.keys()
-    assert text.rstrip().splitlines()[-1].startswith("COPY") and list(stages)[-1] == "cpu", "cpu is the default target"
+    assert list(stages)[-1] == "cpu", "cpu is the default target"
     for name in ("runtime", "deps-cpu", "deps-gpu", "source", "cpu", "gpu"):
         assert "torch" not in stages[name].replace("onnxruntime", ""), f"stage {name} mentions torch"
     runtime = stages["runtime"]

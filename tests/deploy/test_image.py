@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -42,6 +43,8 @@ def test_ready_health_info(running):
     assert status == 200
     assert info["providers"][0] == "CPUExecutionProvider"
     assert "fill-mask" in info["tasks"] and "embed" in info["tasks"]
+    if "DISTILSERVE_TEST_IMAGE" not in os.environ:
+        assert info["sha"] == containers.git_sha() and info["docker_label"] == "distilserve:cpu"
 
 
 def test_fill_mask(running):
