@@ -91,7 +91,7 @@ def bench_raw(model_dir: Path, texts: list[str], duration: float) -> tuple[list[
     settings = Settings(model_dir=model_dir)
     manifest = verify_model_dir(model_dir)
     max_length = settings.max_input_length or manifest.max_length
-    tokenizer = TextTokenizer(model_dir / manifest.tokenizer_file, manifest.special_tokens, max_length)
+    tokenizer = TextTokenizer(model_dir / manifest.tokenizer_file, manifest.special_tokens, max_length, manifest.clean_up_tokenization_spaces)
     backend = OnnxBackend(model_dir, manifest, settings, ShapeLimits(settings.max_batch_size, settings.max_batch_tokens, max_length))
     sequences = tokenizer.encode(texts, truncate=True)
     backend.warm_up(ShapeLimits(settings.max_batch_size, settings.max_batch_tokens, max_length).warmup_shapes(), tokenizer.mask_id)

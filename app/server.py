@@ -80,7 +80,7 @@ def build_engine(settings: Settings, selection: ModelSelection, metrics: Metrics
         )
     if max_length > settings.max_batch_tokens:
         raise StartupError(f"max_batch_tokens {settings.max_batch_tokens} is below the max input length {max_length}")
-    tokenizer = TextTokenizer(selection.path / manifest.tokenizer_file, manifest.special_tokens, max_length)
+    tokenizer = TextTokenizer(selection.path / manifest.tokenizer_file, manifest.special_tokens, max_length, manifest.clean_up_tokenization_spaces)
     if backend is None:
         limits = ShapeLimits(settings.max_batch_size, settings.max_batch_tokens, max_length)
         try:

@@ -31,14 +31,23 @@ class Token:
     stop: int | None
 
 
+# transformers' `clean_up_tokenization`, applied when the checkpoint asked for it, so `sequence` and
+# `token_str` match the fill-mask pipeline for such checkpoints too.
+_CLEAN_UP_SPACES = (
+    (" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"),
+    (" n't", "n't"), (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"),
+)
+
+
 class TextTokenizer:
-    def __init__(self, path: Path, special: SpecialTokens, max_length: int) -> None:
+    def __init__(self, path: Path, special: SpecialTokens, max_length: int, clean_up_spaces: bool = False) -> None:
         self._tokenizer = Tokenizer.from_file(str(path))
         # The exporter writes padding and truncation disabled; make sure, since both would corrupt lengths.
         self._tokenizer.no_padding()
         self._tokenizer.no_truncation()
         self.special = special
         self.max_length = max_length
+        self.clean_up_spaces = clean_up_spaces
         self.vocab_size = self._tokenizer.get_vocab_size(with_added_tokens=True)
         self._special_ids = {token.id for token in (special.cls, special.sep, special.pad, special.mask, special.unk) if token}
 
@@ -112,7 +121,11 @@ class TextTokenizer:
         return tokens
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
-        return self._tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
+        text = self._tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
+        if self.clean_up_spaces:
+            for spaced, joined in _CLEAN_UP_SPACES:
+                text = text.replace(spaced, joined)
+        return text
 
     def token_to_id(self, token: str) -> int | None:
         return self._tokenizer.token_to_id(token)

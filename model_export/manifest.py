@@ -104,6 +104,10 @@ class Manifest(_Strict):
     tasks: list[Task]
     tokenizer_file: str = TOKENIZER_FILE
     tokenizer_sha256: str
+    clean_up_tokenization_spaces: bool = Field(
+        default=False,
+        description="The checkpoint tokenizer's setting, which lives outside tokenizer.json; the server's decode follows it.",
+    )
     variants: dict[VariantName, Variant]
     exporter_version: str
     created_at: str

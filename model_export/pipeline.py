@@ -181,6 +181,7 @@ def _build(source: str, staging: Path, scratch: Path, options: ExportOptions, sa
         pooling=options.pooling,
         tasks=tasks,
         tokenizer_sha256=sha256_file(tokenizer_path),
+        clean_up_tokenization_spaces=decode_cleans_up_spaces(checkpoint.tokenizer),
         variants=variants,
         exporter_version=__version__,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -222,6 +223,13 @@ def _special_tokens(checkpoint: LoadedCheckpoint) -> SpecialTokens:
     if missing:
         raise ExportError(f"{checkpoint.source.id}: the tokenizer has no {', '.join(missing)} token")
     return SpecialTokens(**found)
+
+
+def decode_cleans_up_spaces(tokenizer) -> bool:  # noqa: ANN001 - a transformers fast tokenizer
+    """transformers applies its clean-up to WordPiece decodes only (it would corrupt BPE output)."""
+    return bool(getattr(tokenizer, "clean_up_tokenization_spaces", False)) and (
+        type(tokenizer.backend_tokenizer.model).__name__ != "BPE"
+    )
 
 
 def _save_tokenizer(checkpoint: LoadedCheckpoint, path: Path) -> None:

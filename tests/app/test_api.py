@@ -238,3 +238,33 @@ def test_metrics_are_present_and_move(client: TestClient) -> None:
     assert _sample(client, "distilserve_stage_duration_seconds_count", 'stage="inference"') == inference_before + 1
     assert _sample(client, "distilserve_batch_tokens_sum") > tokens_before
     assert _sample(client, "distilserve_ready") == 1.0
+
+
+@pytest.mark.parametrize("clean_up", [True, False], ids=["clean-up-on", "clean-up-off"])
+def test_fill_mask_follows_the_checkpoints_decode_clean_up(
+    tmp_path_factory: pytest.TempPathFactory, clean_up: bool
+) -> None:
+    """clean_up_tokenization_spaces lives in tokenizer_config.json, not tokenizer.json: the manifest must
+    carry it, or `sequence` differs from the pipeline's for checkpoints that set it."""
+    import json
+
+    import transformers
+
+    from model_export.pipeline import ExportOptions, export_model
+    from tests.tiny_models import build_tiny_checkpoint
+
+    root = tmp_path_factory.mktemp(f"clean-up-{clean_up}")
+    checkpoint = build_tiny_checkpoint(root / "checkpoint", "distilbert-mlm", seed=3, layers=1)
+    config_path = checkpoint / "tokenizer_config.json"
+    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "clean_up_tokenization_spaces": clean_up}))
+    manifest = export_model(str(checkpoint), root / "model", ExportOptions(variants=("fp32",)), progress=lambda _: None)
+    assert manifest.clean_up_tokenization_spaces is clean_up
+
+    text = "I'm sure it isn't the [MASK] , right ?"
+    expected = transformers.pipeline("fill-mask", model=str(checkpoint))(text, top_k=3)
+    settings = Settings(model_dir=root / "model", providers=["cpu"], intra_op_threads=1, warmup=False)
+    with serving(create_app(settings)) as client:
+        response = client.post("/fill-mask", json={"inputs": text, "parameters": {"top_k": 3}})
+    assert response.status_code == 200, response.text
+    assert_same_answer(response.json(), expected)
+    assert ("i'm" in expected[0]["sequence"]) is clean_up  # the two cases really differ
