@@ -206,11 +206,12 @@ class Engine:
             if target_ids is None:
                 raise InvalidInput("targets: none of the targets maps to a vocabulary token")
         sequences = self.tokenizer.encode(texts, require_mask=True)
+        mask_id = self.tokenizer.mask_id
+        assert mask_id is not None
+        self.check_candidates(sequences, mask_id, top_k if target_ids is None else min(top_k, len(target_ids)))
         tokenization_s = time.perf_counter() - started
         outputs, timings = await self._infer(sequences, tokenization_s, started)
         self.metrics.inputs.labels("fill-mask").inc(len(outputs))
-        mask_id = self.tokenizer.mask_id
-        assert mask_id is not None
         pad_id = self.manifest.special_tokens.pad.id
         answers = []
         for ids, output in zip(sequences, outputs, strict=True):
@@ -219,6 +220,18 @@ class Engine:
                 tasks.fill_mask(ids, output.mask_logits, mask_id, pad_id, top_k, target_ids, self.tokenizer.decode)
             )
         return answers, timings
+
+    def check_candidates(self, sequences: Sequence[np.ndarray], mask_id: int, top_k: int) -> None:
+        """Bound a fill-mask answer: each candidate decodes a whole sequence on the event loop, so many
+        masks times a large top_k would stall every other request. The bound admits the largest request
+        of single-mask inputs (max_inputs_per_request of them at max_top_k)."""
+        masks = sum(int((ids == mask_id).sum()) for ids in sequences)
+        limit = self.settings.max_inputs_per_request * self.settings.max_top_k
+        if masks * top_k > limit:
+            raise InvalidInput(
+                f"{masks} mask tokens x top_k {top_k} is {masks * top_k} candidates; this server returns at most "
+                f"{limit} per request (use fewer masks or a smaller top_k)"
+            )
 
     def check_dimensions(self, dimensions: int | None) -> None:
         """Shortened embeddings keep 1 to hidden_size dimensions (TEI's /embed and OpenAI's `dimensions`)."""

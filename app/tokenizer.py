@@ -39,6 +39,18 @@ _CLEAN_UP_SPACES = (
 )
 
 
+def check_text(text: str, label: str) -> None:
+    """Refuse text the tokenizer cannot take: JSON's \\ud800-style escapes can carry lone UTF-16
+    surrogates, which Python keeps in `str` but which are not Unicode scalar values."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise TokenizerError(
+            f"{label} contains a lone surrogate (U+{ord(text[error.start]):04X}) at character {error.start}; "
+            "send valid Unicode"
+        ) from None
+
+
 class TextTokenizer:
     def __init__(self, path: Path, special: SpecialTokens, max_length: int, clean_up_spaces: bool = False) -> None:
         self._tokenizer = Tokenizer.from_file(str(path))
@@ -73,6 +85,7 @@ class TextTokenizer:
         for index, text in enumerate(texts):
             if not text:
                 raise EmptyInput(f"input {index} is an empty string")
+            check_text(text, f"input {index}")
         if require_mask and self.mask_id is None:
             raise InvalidInput("this model has no mask token, so it cannot serve fill-mask")
         try:
@@ -103,15 +116,20 @@ class TextTokenizer:
         for index, sequence in enumerate(sequences):
             if len(sequence) == 0:
                 raise EmptyInput(f"input {index} is an empty list of token ids")
+            self.check_ids(sequence, f"input {index}")
             ids = np.asarray(sequence, dtype=np.int64)
-            if ids.min() < 0 or ids.max() >= self.vocab_size:
-                raise InvalidInput(f"input {index} has token ids outside the vocabulary [0, {self.vocab_size})")
             if not (ids[0] == cls_id and ids[-1] == sep_id and len(ids) >= 2):
                 ids = np.concatenate([[cls_id], ids, [sep_id]]).astype(np.int64)
             out.append(self._fit(ids, index, truncate, direction))
         return out
 
-    def tokenize(self, text: str, add_special_tokens: bool = True) -> list[Token]:
+    def check_ids(self, ids: Sequence[int], label: str) -> None:
+        """Token ids must index the vocabulary; checked on Python ints, which JSON allows of any size."""
+        if any(not 0 <= token < self.vocab_size for token in ids):
+            raise InvalidInput(f"{label} has token ids outside the vocabulary [0, {self.vocab_size})")
+
+    def tokenize(self, text: str, add_special_tokens: bool = True, label: str = "input") -> list[Token]:
+        check_text(text, label)
         encoding = self._tokenizer.encode(text, add_special_tokens=add_special_tokens)
         tokens = []
         for token_id, piece, (start, stop), special in zip(
@@ -128,10 +146,12 @@ class TextTokenizer:
         return text
 
     def token_to_id(self, token: str) -> int | None:
+        check_text(token, "target")
         return self._tokenizer.token_to_id(token)
 
     def first_piece(self, text: str) -> int | None:
         """The first word piece of `text` without special tokens (fill-mask targets outside the vocab)."""
+        check_text(text, "target")
         ids = self._tokenizer.encode(text, add_special_tokens=False).ids
         return ids[0] if ids else None
 

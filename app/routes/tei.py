@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.errors import InvalidInput, error_responses
+from app.errors import error_responses
 from app.routes.common import engine_of, json_response
 
 router = APIRouter(tags=["tokenizer"])
@@ -45,8 +45,8 @@ async def tokenize(body: TokenizeRequest, request: Request) -> Response:
     texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
     engine.check_limits(len(texts))
     result = []
-    for text in texts:
-        tokens = engine.tokenizer.tokenize(text, add_special_tokens=body.add_special_tokens)
+    for index, text in enumerate(texts):
+        tokens = engine.tokenizer.tokenize(text, add_special_tokens=body.add_special_tokens, label=f"input {index}")
         result.append(
             [
                 {
@@ -74,8 +74,6 @@ async def decode(body: DecodeRequest, request: Request) -> Response:
     single = not body.ids or isinstance(body.ids[0], int)
     sequences: list[list[int]] = [body.ids] if single else body.ids  # type: ignore[list-item,assignment]
     engine.check_limits(len(sequences))
-    vocab_size = engine.tokenizer.vocab_size
     for index, ids in enumerate(sequences):
-        if any(not 0 <= token < vocab_size for token in ids):
-            raise InvalidInput(f"ids {index} has token ids outside the vocabulary [0, {vocab_size})")
+        engine.tokenizer.check_ids(ids, f"ids {index}")
     return json_response([engine.tokenizer.decode(ids, body.skip_special_tokens) for ids in sequences])

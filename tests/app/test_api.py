@@ -3,6 +3,7 @@ transformers' fill-mask pipeline and a PyTorch mean-pooling reference on the sam
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -156,17 +157,33 @@ LONG = " ".join(["word"] * 200)
         ("/embed", {"inputs": "x", "dimensions": 33}, 422, "validation", r"dimensions.*1 and 32"),
         ("/embed", {"inputs": "x", "truncation_direction": "up"}, 422, "validation", r"truncation_direction"),
         ("/embed", {"inputs": "x", "normalize": "yes"}, 422, "validation", r"body\.normalize"),
+        # 20 masks x top_k 50 would decode 1000 sequences on the event loop; 8 inputs x 50 is the bound.
+        ("/fill-mask", {"inputs": "[MASK] " * 20, "parameters": {"top_k": 50}}, 422, "validation",
+         r"20 mask tokens x top_k 50 is 1000 candidates.*at most 400"),
+        ("/fill-mask", {"inputs": "a [MASK]", "parameters": {"targets": ["\ud800"]}}, 422, "tokenizer",
+         r"target contains a lone surrogate"),
+        ("/", {"inputs": "a \udfff [MASK]", "parameters": {}}, 422, "tokenizer", r"input 0 contains a lone surrogate"),
+        ("/embed", {"inputs": ["ok", "\ud800"]}, 422, "tokenizer", r"input 1 contains a lone surrogate"),
     ],
 )
 def test_error_cases(
     client: TestClient, path: str, body: dict[str, Any], status: int, error_type: str, message: str
 ) -> None:
-    response = client.post(path, json=body)
+    # json.dumps escapes lone surrogates as \\udXXX, the way a client would send them.
+    response = client.post(path, content=json.dumps(body), headers={"content-type": "application/json"})
     assert response.status_code == status, response.text
     payload = response.json()
     assert set(payload) == {"error", "error_type"}
     assert payload["error_type"] == error_type
     assert re.search(message, payload["error"]), payload["error"]
+
+
+def test_fill_mask_candidate_bound_counts_targets(client: TestClient) -> None:
+    # 20 masks, but only 2 targets: 40 candidates, well inside the bound.
+    body = {"inputs": "[MASK] " * 20, "parameters": {"top_k": 50, "targets": ["cat", "dog"]}}
+    response = client.post("/fill-mask", json=body)
+    assert response.status_code == 200, response.text
+    assert [len(candidates) for candidates in response.json()] == [2] * 20
 
 
 def test_malformed_json_is_422(client: TestClient) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -120,6 +121,20 @@ class TestRoutes:
         assert_openai_error(
             client.post("/v1/embeddings", json={"input": "word " * 40}), 422, "validation", "at most 16"
         )
+
+    @pytest.mark.parametrize(
+        ("body", "code", "fragment"),
+        [
+            ({"input": [2**70]}, "validation", "input 0 has token ids outside the vocabulary"),
+            ({"input": [[101], [2**63]]}, "validation", "input 1 has token ids outside the vocabulary"),
+            ({"input": "\ud800"}, "tokenizer", "input 0 contains a lone surrogate"),
+        ],
+    )
+    def test_huge_ids_and_lone_surrogates_are_4xx(
+        self, client: TestClient, body: dict[str, object], code: str, fragment: str
+    ) -> None:
+        response = client.post("/v1/embeddings", content=json.dumps(body), headers={"content-type": "application/json"})
+        assert_openai_error(response, 422, code, fragment)
 
     def test_openapi_documents_openai_errors(self, client: TestClient) -> None:
         schema = client.get("/openapi.json").json()

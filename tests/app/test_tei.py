@@ -60,6 +60,7 @@ def test_decode_round_trip(client: TestClient) -> None:
     [
         ("/decode", {"ids": [1, 99_999_999]}, 422, "vocabulary"),
         ("/decode", {"ids": [-1]}, 422, "vocabulary"),
+        ("/decode", {"ids": [[1], [2**70]]}, 422, "ids 1 has token ids outside the vocabulary"),
         ("/decode", {"ids": ["a"]}, 422, "ids"),
         ("/decode", {"ids": [[1]] * 4}, 422, "at most 3"),
         ("/tokenize", {"inputs": ["a"] * 4}, 422, "at most 3"),
@@ -122,3 +123,14 @@ def test_info_build_fields_come_from_the_image_environment(
     info = TestClient(create_app(Settings(model_dir=fake_model_dir), backend)).get("/info").json()
     assert (info["sha"], info["docker_label"]) == expected
     assert info["model_sha"] == "abc123"  # the model's revision stays in TEI's model_sha
+
+
+def test_tokenize_refuses_lone_surrogates(client: TestClient) -> None:
+    response = client.post(
+        "/tokenize", content=b'{"inputs": ["ok", "\\ud800"]}', headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+    assert response.json() == {
+        "error": "input 1 contains a lone surrogate (U+D800) at character 0; send valid Unicode",
+        "error_type": "tokenizer",
+    }

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.errors import EmptyInput, InvalidInput
+from app.errors import EmptyInput, InvalidInput, TokenizerError
 from app.tokenizer import TextTokenizer
 from model_export.manifest import read_manifest
 
@@ -67,3 +67,22 @@ def test_tokenize_and_decode_for_tei_routes(tokenizer: TextTokenizer) -> None:
     ]
     assert (tokens[1].start, tokens[1].stop) == (0, 5) and tokens[0].start is None
     assert tokenizer.decode([101, 7592, 2088, 102], skip_special_tokens=False) == "[CLS] hello world [SEP]"
+
+
+@pytest.mark.parametrize("text", ["\ud800", "ok \udfff", "a [MASK] \ud83d"])
+def test_lone_surrogates_are_a_tokenizer_error(tokenizer: TextTokenizer, text: str) -> None:
+    # JSON's "\ud800" escapes decode to such strings; the tokenizers library refuses them with a TypeError.
+    with pytest.raises(TokenizerError, match="input 1 contains a lone surrogate"):
+        tokenizer.encode(["fine", text])
+    with pytest.raises(TokenizerError, match="input 0 contains a lone surrogate"):
+        tokenizer.tokenize(text, label="input 0")
+    with pytest.raises(TokenizerError, match="target contains a lone surrogate"):
+        tokenizer.token_to_id(text)
+    with pytest.raises(TokenizerError, match="target contains a lone surrogate"):
+        tokenizer.first_piece(text)
+
+
+@pytest.mark.parametrize("ids", [[2**63], [5, 2**70], [-(2**70)]])
+def test_token_ids_beyond_int64_are_outside_the_vocabulary(tokenizer: TextTokenizer, ids: list[int]) -> None:
+    with pytest.raises(InvalidInput, match="input 0 has token ids outside the vocabulary"):
+        tokenizer.encode_ids([ids])
