@@ -47,6 +47,23 @@ InferenceBody = Annotated[
         "(`{\"inputs\": ..., \"normalize\": true, ...}`) like POST /embed. Both return bare JSON lists."
     ),
     responses=inference.INFERENCE_ERRORS,
+    # The validator picks by shape (a discriminator), but FastAPI documents that as oneOf, which no body can
+    # satisfy since an embed body also matches FillMaskRequest's optional fields: anyOf is the truth.
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "anyOf": [
+                            {"$ref": "#/components/schemas/FillMaskRequest"},
+                            {"$ref": "#/components/schemas/EmbedRequest"},
+                        ]
+                    }
+                }
+            },
+        }
+    },
 )
 async def infer(body: Annotated[InferenceBody, Body()], request: Request) -> Response:
     if isinstance(body, FillMaskRequest):

@@ -101,3 +101,12 @@ def test_docs_page_uses_local_assets_when_bundled(fake_model_dir: Path) -> None:
     for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
         assert f"{docs.ASSETS_PATH}/{asset}" in page.text
         assert client.get(f"{docs.ASSETS_PATH}/{asset}").status_code == 200
+
+
+def test_root_body_is_documented_as_either_request(fake_model_dir: Path) -> None:
+    backend = FakeBackend(hidden_size=FAKE_HIDDEN, vocab_size=30522, mask_id=103)
+    document = create_app(Settings(model_dir=fake_model_dir), backend).openapi()
+    schema = document["paths"]["/"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    refs = {option["$ref"].rsplit("/", 1)[-1] for option in schema["anyOf"]}
+    assert refs == {"FillMaskRequest", "EmbedRequest"}
+    assert all(name in document["components"]["schemas"] for name in refs)
