@@ -156,11 +156,12 @@ class Batcher(Generic[ItemT, PreparedT, OutputT]):
                 f"queue full ({len(self._queue)} of {self.max_queue} inputs waiting); retry later",
                 headers={"Retry-After": str(self.retry_after_s)},
             )
+        too_long = [length for length in lengths if length > self.max_batch_tokens]
+        if too_long:
+            raise ValueError(f"an item of {too_long[0]} tokens can never fit max_batch_tokens={self.max_batch_tokens}")
         loop = asyncio.get_running_loop()
         futures = []
         for item, length in zip(items, lengths, strict=True):
-            if length > self.max_batch_tokens:
-                raise ValueError(f"an item of {length} tokens can never fit max_batch_tokens={self.max_batch_tokens}")
             entry: _Entry[ItemT] = _Entry(item, length, loop.create_future())
             self._queue.append(entry)
             self._queued_tokens += length

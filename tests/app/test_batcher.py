@@ -139,6 +139,18 @@ async def test_full_queue_refuses_at_once_with_retry_after_and_queues_nothing() 
 
 
 @pytest.mark.asyncio
+async def test_an_item_over_the_token_budget_queues_none_of_its_request() -> None:
+    processor = EchoProcessor()
+    batcher = make(processor, max_batch_tokens=16)
+    batcher.start()
+    with pytest.raises(ValueError, match="can never fit"):
+        batcher.submit(["fits", "too long"], [4, 17])
+    assert batcher.queue_depth == 0
+    await batcher.close()
+    assert processor.prepared == [] and processor.ran == []
+
+
+@pytest.mark.asyncio
 async def test_cancelled_items_are_skipped() -> None:
     processor = EchoProcessor()
     processor.gate.clear()
