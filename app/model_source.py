@@ -112,6 +112,17 @@ def _verifies(directory: Path) -> Any:
         return None
 
 
+def _is_demo(directory: Path) -> bool:
+    """The manifest's demo flag, parsed without hashing: callers have verified the directory already, or
+    the server's start-up check (the trust gate) verifies it next."""
+    from model_export.manifest import ManifestError, read_manifest
+
+    try:
+        return read_manifest(directory).demo
+    except ManifestError:
+        return False
+
+
 def _torch_missing() -> bool:
     return importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None
 
@@ -139,8 +150,7 @@ def resolve_model_dir(
     """Choose the model directory to serve and say why (the reason is logged and shown in /info)."""
     model_dir = getattr(settings, "model_dir", None)
     if model_dir is not None:
-        manifest = _verifies(Path(model_dir))
-        resolved = ResolvedModel(Path(model_dir), f"model_dir {model_dir} is configured", bool(manifest and manifest.demo))
+        resolved = ResolvedModel(Path(model_dir), f"model_dir {model_dir} is configured", _is_demo(Path(model_dir)))
         log.info("model: %s", resolved.reason)
         return resolved
 
@@ -221,7 +231,6 @@ def _export_and_choose(source: str, cached: Path, why: str, export: Callable[[st
 
 
 def _chosen(path: Path, reason: str, demo: bool) -> ResolvedModel:
-    manifest = _verifies(path)
-    resolved = ResolvedModel(path, reason, demo or bool(manifest and manifest.demo))
+    resolved = ResolvedModel(path, reason, demo or _is_demo(path))
     log.info("model: %s", reason)
     return resolved

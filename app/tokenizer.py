@@ -61,7 +61,6 @@ class TextTokenizer:
         self.max_length = max_length
         self.clean_up_spaces = clean_up_spaces
         self.vocab_size = self._tokenizer.get_vocab_size(with_added_tokens=True)
-        self._special_ids = {token.id for token in (special.cls, special.sep, special.pad, special.mask, special.unk) if token}
 
     @property
     def mask_token(self) -> str | None:
