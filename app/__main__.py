@@ -1,4 +1,4 @@
-"""`python -m app [--model-dir DIR] [--host H] [--port P] ...`: every setting is also a flag.
+"""`python -m app [--model-dir DIR ...] [--models-file F] [--host H] ...`: every setting is also a flag.
 
 Flags override DISTILSERVE_* env vars, which override the defaults.
 """
@@ -14,7 +14,7 @@ import typing
 from collections.abc import Sequence
 from typing import Any
 
-from app.settings import Settings, env_name, settings_markdown
+from app.settings import Settings, env_name, setting_fields, settings_markdown
 
 
 def _is_bool(annotation: Any) -> bool:
@@ -24,16 +24,19 @@ def _is_bool(annotation: Any) -> bool:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m app",
-        description="Serve an exported DistilBERT-class model: fill-mask and embeddings on ONNX Runtime.",
+        description="Serve exported DistilBERT-class models: fill-mask and embeddings on ONNX Runtime.",
         epilog="Every flag is also an environment variable DISTILSERVE_<NAME>; flags win.",
     )
-    for name, field in Settings.model_fields.items():
+    for name, field in setting_fields():
         flag = "--" + name.replace("_", "-")
         default = field.default
         help_text = f"{field.description} [env {env_name(name)}; default: {default if default is not None else 'unset'}]"
         help_text = help_text.replace("%", "%%")
         if _is_bool(field.annotation):
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif typing.get_origin(field.annotation) is list:
+            help_text += " (repeatable)"
+            parser.add_argument(flag, dest=name, action="append", default=None, metavar="VALUE", help=help_text)
         else:
             parser.add_argument(flag, dest=name, default=None, metavar=_metavar(field.annotation), help=help_text)
     parser.add_argument(

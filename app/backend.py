@@ -1,18 +1,17 @@
-"""The Backend contract, the onnxruntime backend (one warm session) and a deterministic fake for tests.
+"""The Backend contract and the onnxruntime backend (one warm session per model).
 
-A backend knows token ids and arrays, never HTTP. `prepare` collates on the event loop while the
-previous batch runs; `run` happens on the batcher's single worker thread.
+A backend knows token ids and arrays, never HTTP. It receives a TokenBatch (flat ids plus offsets,
+and what each item wants back) on the batcher's single worker thread and returns one ItemOutput
+per item. Padding, where the engine needs it, happens inside the backend.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -23,10 +22,11 @@ from model_export.manifest import (
     MASK_POSITIONS,
     SENTENCE_EMBEDDING,
     Manifest,
+    verify_model_dir,
 )
 
 from app import providers as prov
-from app.settings import Settings
+from app.model_config import ModelOptions
 
 log = logging.getLogger("distilserve.backend")
 
@@ -35,6 +35,59 @@ log = logging.getLogger("distilserve.backend")
 class ItemOutput:
     embedding: np.ndarray  # [hidden] float32, pooled, not normalized
     mask_logits: np.ndarray | None  # [masks in this item, vocab] float32; None for an embed-only graph
+
+
+@dataclass(frozen=True, eq=False)
+class Wants:
+    """What one item needs back: its pooled embedding, and/or the best `mask_top_k` fill-mask
+    candidates at its mask positions (among `mask_targets` when given). A backend may skip work
+    nobody wants, or reduce mask logits to candidates itself."""
+
+    embedding: bool = True
+    mask_top_k: int = 0
+    mask_targets: np.ndarray | None = None
+
+    @property
+    def mask_logits(self) -> bool:
+        return self.mask_top_k > 0
+
+
+@dataclass(frozen=True)
+class TokenItem:
+    """One input as the batcher queues it: its ids (special tokens included) and what it wants back."""
+
+    ids: np.ndarray  # [tokens] int64
+    wants: Wants
+
+
+@dataclass(frozen=True)
+class TokenBatch:
+    """A batch as backends receive it: every item's ids end to end, without padding.
+
+    Item i is `ids[offsets[i]:offsets[i + 1]]`. A backend that pads (`is_padded`) builds its padded
+    tensors from this itself; a padding-free one (packed attention) can feed it as it is.
+    """
+
+    ids: np.ndarray  # [total tokens] int64
+    offsets: np.ndarray  # [items + 1] int64
+    wants: tuple[Wants, ...]
+
+    @classmethod
+    def of(cls, items: Sequence[TokenItem]) -> TokenBatch:
+        lengths = np.fromiter((len(item.ids) for item in items), dtype=np.int64, count=len(items))
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        ids = np.concatenate([item.ids for item in items]).astype(np.int64, copy=False)
+        return cls(ids, offsets, tuple(item.wants for item in items))
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def item_ids(self, index: int) -> np.ndarray:
+        return self.ids[self.offsets[index] : self.offsets[index + 1]]
 
 
 @dataclass(frozen=True)
@@ -53,23 +106,25 @@ class BackendInfo:
 
 
 class Backend(Protocol):
+    """One model's inference engine: a warm session, run from one thread.
+
+    `is_padded` tells the batcher how a batch costs: longest x count for a backend that pads,
+    the sum of the lengths for one that does not.
+    """
+
     info: BackendInfo
+    is_padded: bool
 
-    def prepare(self, sequences: Sequence[np.ndarray]) -> PaddedBatch: ...
-
-    def run(self, batch: PaddedBatch) -> list[ItemOutput]: ...
-
-    def warm_up(self, shapes: Sequence[tuple[int, int]], mask_id: int | None) -> None: ...
+    def run(self, batch: TokenBatch) -> list[ItemOutput]: ...
 
 
-def pad(sequences: Sequence[np.ndarray], pad_id: int) -> PaddedBatch:
+def pad(batch: TokenBatch, pad_id: int) -> PaddedBatch:
     """Right padding: the fused BERT attention assumes it."""
-    longest = max(len(sequence) for sequence in sequences)
-    input_ids = np.full((len(sequences), longest), pad_id, dtype=np.int64)
-    attention_mask = np.zeros((len(sequences), longest), dtype=np.int64)
-    for row, sequence in enumerate(sequences):
-        input_ids[row, : len(sequence)] = sequence
-        attention_mask[row, : len(sequence)] = 1
+    lengths = batch.lengths
+    longest = int(lengths.max())
+    input_ids = np.full((len(batch), longest), pad_id, dtype=np.int64)
+    attention_mask = (np.arange(longest) < lengths[:, None]).astype(np.int64)
+    input_ids[attention_mask.astype(bool)] = batch.ids
     return PaddedBatch(input_ids, attention_mask)
 
 
@@ -87,95 +142,45 @@ def split_outputs(
     ]
 
 
-def warmup_sequences(batch: int, length: int, cls_id: int, sep_id: int, mask_id: int | None) -> list[np.ndarray]:
+def warmup_batch(batch: int, length: int, cls_id: int, sep_id: int, mask_id: int | None) -> TokenBatch:
     body = np.full(length, 1000, dtype=np.int64)  # an ordinary vocabulary id
     body[0], body[-1] = cls_id, sep_id
     if mask_id is not None and length > 2:
         body[1] = mask_id  # exercise the mask-logits path at full width too
-    return [body.copy() for _ in range(batch)]
+    wants = Wants(embedding=True, mask_top_k=5 if mask_id is not None else 0)
+    return TokenBatch.of([TokenItem(body, wants) for _ in range(batch)])
 
 
 class OnnxBackend:
-    """One onnxruntime session, created and warmed once, run from one thread."""
+    """One onnxruntime session, created once, run from one thread. It pads: the fused attention
+    of the exported graph takes [batch, longest] tensors with an attention mask."""
 
-    def __init__(self, model_dir: Path, manifest: Manifest, settings: Settings, limits: prov.ShapeLimits) -> None:
-        import onnxruntime as ort
+    is_padded = True
 
-        self._manifest = manifest
+    def __init__(
+        self, model_dir: Path, manifest: Manifest, options: ModelOptions, limits: prov.ShapeLimits, trt_cache_dir: Path
+    ) -> None:
         self._pad_id = manifest.special_tokens.pad.id
-        available = ort.get_available_providers()
-        planned = prov.plan_providers(settings.providers, available, settings.strict_providers)
-        variant = prov.choose_variant(manifest, planned[0], settings.variant)
-        session = self._create_session(model_dir, manifest, variant, planned, settings, limits)
+        session, variant = _open_session(model_dir, manifest, options, limits, trt_cache_dir)
         active = session.get_providers()
-        log.info("onnxruntime %s; requested %s; active %s", ort.__version__, settings.providers, active)
-        prov.check_active(settings.providers, planned, active, settings.strict_providers)
-        if settings.variant is None and active[0] != planned[0]:
-            # Fell back (e.g. CUDA failed to start): an fp16 graph on CPU would be slow; reload the CPU choice.
-            fallback = prov.choose_variant(manifest, active[0], None)
-            if fallback != variant:
-                log.warning("reloading variant %s instead of %s for %s", fallback, variant, active[0])
-                variant = fallback
-                session = self._create_session(model_dir, manifest, variant, [prov.CPU], settings, limits)
-                active = session.get_providers()
         self._session = session
         self._output_names = [output.name for output in session.get_outputs()]
-        self._has_mask_outputs = MASK_LOGITS in self._output_names
-        self._io_binding = settings.io_binding and active[0] == prov.CUDA
-        self._device_id = settings.device_id
+        self._io_binding = options.io_binding and active[0] == prov.CUDA
+        self._device_id = options.device_id
         self.info = BackendInfo(
             variant=variant,
             dtype=manifest.variant(variant).dtype,
             providers=active,
-            requested_providers=list(settings.providers),
+            requested_providers=list(options.providers),
             io_binding=self._io_binding,
         )
 
-    @staticmethod
-    def _create_session(
-        model_dir: Path,
-        manifest: Manifest,
-        variant: str,
-        planned: list[str],
-        settings: Settings,
-        limits: prov.ShapeLimits,
-    ):  # type: ignore[no-untyped-def]
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = settings.intra_op_threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        # The exporter already fused the graph; the extended level re-checks fusions cheaply.
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-        if prov.TENSORRT in planned:
-            settings.trt_cache_path.mkdir(parents=True, exist_ok=True)
-        providers = [
-            (
-                name,
-                prov.provider_options(
-                    name,
-                    device_id=settings.device_id,
-                    limits=limits,
-                    trt_fp16=settings.trt_fp16,
-                    trt_cache_dir=settings.trt_cache_path,
-                    trt_workspace_bytes=settings.trt_workspace_bytes,
-                ),
-            )
-            for name in planned
-        ]
-        path = model_dir / manifest.variant(variant).file
-        log.info("loading %s (%s) with providers %s", path.name, variant, [name for name, _ in providers])
-        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
-
-    def prepare(self, sequences: Sequence[np.ndarray]) -> PaddedBatch:
-        return pad(sequences, self._pad_id)
-
-    def run(self, batch: PaddedBatch) -> list[ItemOutput]:
+    def run(self, batch: TokenBatch) -> list[ItemOutput]:
+        padded = pad(batch, self._pad_id)
         if self._io_binding:
-            outputs = self._run_bound(batch, "cuda")
+            outputs = self._run_bound(padded, "cuda")
         else:
-            feeds = {INPUT_IDS: batch.input_ids, ATTENTION_MASK: batch.attention_mask}
+            feeds = {INPUT_IDS: padded.input_ids, ATTENTION_MASK: padded.attention_mask}
             outputs = dict(zip(self._output_names, self._session.run(self._output_names, feeds), strict=True))
         return split_outputs(outputs[SENTENCE_EMBEDDING], outputs.get(MASK_LOGITS), outputs.get(MASK_POSITIONS))
 
@@ -190,69 +195,64 @@ class OnnxBackend:
         self._session.run_with_iobinding(binding)
         return dict(zip(self._output_names, binding.copy_outputs_to_cpu(), strict=True))
 
-    def warm_up(self, shapes: Sequence[tuple[int, int]], mask_id: int | None) -> None:
-        special = self._manifest.special_tokens
-        for batch, length in shapes:
-            started = time.perf_counter()
-            sequences = warmup_sequences(batch, length, special.cls.id, special.sep.id, mask_id)
-            self.run(self.prepare(sequences))
-            log.info("warm-up %dx%d took %.2fs", batch, length, time.perf_counter() - started)
+
+def _open_session(
+    model_dir: Path, manifest: Manifest, options: ModelOptions, limits: prov.ShapeLimits, trt_cache_dir: Path
+) -> tuple[Any, str]:
+    """The session on the best provider that starts, and the variant it loaded."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    planned = prov.plan_providers(options.providers, available, options.strict_providers)
+    variant = prov.choose_variant(manifest, planned[0], options.variant)
+    session = _create_session(model_dir, manifest, variant, planned, options, limits, trt_cache_dir)
+    active = session.get_providers()
+    log.info("onnxruntime %s; requested %s; active %s", ort.__version__, options.providers, active)
+    prov.check_active(options.providers, planned, active, options.strict_providers)
+    if options.variant is None and active[0] != planned[0]:
+        # Fell back (e.g. CUDA failed to start): an fp16 graph on CPU would be slow; reload the CPU choice.
+        fallback = prov.choose_variant(manifest, active[0], None)
+        if fallback != variant:
+            log.warning("reloading variant %s instead of %s for %s", fallback, variant, active[0])
+            variant = fallback
+            session = _create_session(model_dir, manifest, variant, [prov.CPU], options, limits, trt_cache_dir)
+    return session, variant
 
 
-@dataclass
-class FakeBackend:
-    """Deterministic stand-in: outputs depend only on each item's own ids (never on its batch).
+def _create_session(
+    model_dir: Path,
+    manifest: Manifest,
+    variant: str,
+    planned: list[str],
+    options: ModelOptions,
+    limits: prov.ShapeLimits,
+    trt_cache_dir: Path,
+) -> Any:
+    import onnxruntime as ort
 
-    `delay_s` sleeps per batch; `fail_if(ids_batch)` raising or returning True fails the batch;
-    `batches` records each batch's real lengths for the batching tests.
-    """
-
-    hidden_size: int = 8
-    vocab_size: int = 64
-    pad_id: int = 0
-    mask_id: int | None = 3
-    delay_s: float = 0.0
-    fail_if: object = None
-    batches: list[list[int]] = field(default_factory=list)
-    info: BackendInfo = field(
-        default_factory=lambda: BackendInfo("fp32", "float32", ["FakeExecutionProvider"], ["FakeExecutionProvider"], False)
-    )
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def prepare(self, sequences: Sequence[np.ndarray]) -> PaddedBatch:
-        return pad(sequences, self.pad_id)
-
-    def embedding(self, ids: np.ndarray) -> np.ndarray:
-        rows = np.stack([np.cos(np.arange(1, self.hidden_size + 1) * (int(token) % 997 + 1)) for token in ids])
-        return rows.mean(axis=0).astype(np.float32)
-
-    def logits(self, ids: np.ndarray, position: int) -> np.ndarray:
-        before = int(ids[position - 1]) if position > 0 else 0
-        vocab = np.arange(self.vocab_size, dtype=np.float32)
-        return (np.sin(vocab * 0.37 + before + position) * 4.0).astype(np.float32)
-
-    def run(self, batch: PaddedBatch) -> list[ItemOutput]:
-        lengths = batch.attention_mask.sum(axis=1)
-        with self._lock:
-            self.batches.append([int(length) for length in lengths])
-        if self.delay_s:
-            time.sleep(self.delay_s)
-        if callable(self.fail_if) and self.fail_if(batch):
-            raise RuntimeError("fake backend failure")
-        outputs = []
-        for row, length in zip(batch.input_ids, lengths, strict=True):
-            ids = row[: int(length)]
-            logits = None
-            if self.mask_id is not None:
-                positions = np.flatnonzero(ids == self.mask_id)
-                logits = np.stack([self.logits(ids, int(p)) for p in positions]) if len(positions) else (
-                    np.zeros((0, self.vocab_size), dtype=np.float32)
-                )
-            outputs.append(ItemOutput(self.embedding(ids), logits))
-        return outputs
-
-    def warm_up(self, shapes: Sequence[tuple[int, int]], mask_id: int | None) -> None:
-        for batch, length in shapes:
-            self.run(self.prepare(warmup_sequences(batch, length, 1, 2, mask_id)))
-        with self._lock:
-            self.batches.clear()
+    session_options = ort.SessionOptions()
+    session_options.intra_op_num_threads = options.intra_op_threads
+    session_options.inter_op_num_threads = 1
+    session_options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # The exporter already fused the graph; the extended level re-checks fusions cheaply.
+    session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    if prov.TENSORRT in planned:
+        trt_cache_dir.mkdir(parents=True, exist_ok=True)
+    providers = [
+        (
+            name,
+            prov.provider_options(
+                name,
+                device_id=options.device_id,
+                limits=limits,
+                trt_fp16=options.trt_fp16,
+                trt_cache_dir=trt_cache_dir,
+                trt_workspace_bytes=options.trt_workspace_bytes,
+            ),
+        )
+        for name in planned
+    ]
+    verify_model_dir(model_dir, variants=[variant])  # the trust gate, for exactly the file that is loaded
+    path = model_dir / manifest.variant(variant).file
+    log.info("loading %s (%s) with providers %s", path.name, variant, [name for name, _ in providers])
+    return ort.InferenceSession(str(path), sess_options=session_options, providers=providers)

@@ -2,15 +2,15 @@
 
 Promises (each has a test in tests/app/test_batcher.py):
 - each submitted item is its own queue entry, and every accepted entry's future gets a result or an error;
-- a batch holds at most `max_batch_size` items and `max_batch_tokens` padded tokens
-  (longest item x count), built around the oldest entry from entries of similar length;
+- a batch holds at most `max_batch_size` items, `max_batch_tokens` tokens of cost (longest item x
+  count for a backend that pads, the sum of lengths for one that does not) and `max_batch_rows`
+  output rows, built around the oldest entry from entries of similar length;
 - a full queue refuses a submission at once (`Overloaded`), all or nothing;
 - entries whose future was cancelled (the client went away) are dropped, never run;
 - a failure while preparing or running a batch fails that batch's entries only;
 - if the loop itself dies, every pending entry fails and `healthy` turns False;
-- `run` happens on a single worker thread, so the event loop stays free (tokenizing the next requests)
-  and one warm session serves every batch; when two full batches wait, `prepare` of the next batch
-  overlaps `run` of the current one.
+- `run` happens on a single worker thread, so the event loop stays free and one warm session serves
+  every batch; when two full batches wait, `prepare` of the next batch overlaps `run` of the current one.
 """
 
 from __future__ import annotations
@@ -70,29 +70,50 @@ class BatchStats:
 class _Entry(Generic[ItemT]):
     item: ItemT
     length: int
+    rows: int
     future: asyncio.Future[Any]
     enqueued: float = field(default_factory=time.perf_counter)
 
 
-def plan_batch(lengths: Sequence[int], max_batch_tokens: int, max_batch_size: int) -> list[int]:
+def batch_cost(lengths: Sequence[int], padded: bool) -> int:
+    """Tokens a batch costs: longest x count when the backend pads, else the sum of the lengths."""
+    if not lengths:
+        return 0
+    return max(lengths) * len(lengths) if padded else sum(lengths)
+
+
+def plan_batch(
+    lengths: Sequence[int],
+    max_batch_tokens: int,
+    max_batch_size: int,
+    *,
+    padded: bool = True,
+    rows: Sequence[int] | None = None,
+    max_rows: int | None = None,
+) -> list[int]:
     """Choose queue positions for the next batch; `lengths` is in arrival order.
 
     The oldest entry is always taken (so nothing starves); the others are added closest length first
-    while longest x count stays within the token budget. The result is sorted by length.
+    while the batch's cost (`batch_cost`) stays within the token budget and, when given, the sum of
+    the entries' `rows` (output rows such as fill-mask logits) within `max_rows`. The result is
+    sorted by length.
     """
     if not lengths:
         return []
     head = lengths[0]
     chosen = [0]
-    longest = head
+    longest, total, taken_rows = head, head, rows[0] if rows else 0
     order = sorted(range(1, len(lengths)), key=lambda index: (abs(lengths[index] - head), index))
     for index in order:
         if len(chosen) >= max_batch_size:
             break
         candidate_longest = max(longest, lengths[index])
-        if candidate_longest * (len(chosen) + 1) <= max_batch_tokens:
-            chosen.append(index)
-            longest = candidate_longest
+        cost = candidate_longest * (len(chosen) + 1) if padded else total + lengths[index]
+        extra_rows = rows[index] if rows else 0
+        if cost > max_batch_tokens or (max_rows is not None and taken_rows + extra_rows > max_rows):
+            continue
+        chosen.append(index)
+        longest, total, taken_rows = candidate_longest, total + lengths[index], taken_rows + extra_rows
     return sorted(chosen, key=lambda index: (lengths[index], index))
 
 
@@ -108,10 +129,14 @@ class Batcher(Generic[ItemT, PreparedT, OutputT]):
         retry_after_s: int = 1,
         on_batch: Callable[[BatchStats], None] | None = None,
         planning_window: int | None = None,
+        padded: bool = True,
+        max_batch_rows: int | None = None,
     ) -> None:
         self._processor = processor
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_size = max_batch_size
+        self.padded = padded
+        self.max_batch_rows = max_batch_rows
         self.max_wait_s = max_wait_s
         self.max_queue = max_queue
         self.retry_after_s = retry_after_s
@@ -143,10 +168,15 @@ class Batcher(Generic[ItemT, PreparedT, OutputT]):
         """Run `function` on the inference thread (warm-up), serialized with batches."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, function)
 
-    def submit(self, items: Sequence[ItemT], lengths: Sequence[int]) -> list[asyncio.Future[ItemResult[OutputT]]]:
-        """Queue every item, or none: raises Overloaded when they do not all fit, Unhealthy when stopped."""
-        if len(items) != len(lengths):
-            raise ValueError("one length per item")
+    def submit(
+        self, items: Sequence[ItemT], lengths: Sequence[int], rows: Sequence[int] | None = None
+    ) -> list[asyncio.Future[ItemResult[OutputT]]]:
+        """Queue every item, or none: raises Overloaded when they do not all fit, Unhealthy when stopped.
+
+        `rows` are the items' output rows (fill-mask logits), bounded per batch by `max_batch_rows`."""
+        rows = rows if rows is not None else [0] * len(items)
+        if not len(items) == len(lengths) == len(rows):
+            raise ValueError("one length and one row count per item")
         if self._failure is not None:
             raise Unhealthy(f"the batching loop has stopped: {self._failure}")
         if self._closing or self._task is None:
@@ -159,10 +189,12 @@ class Batcher(Generic[ItemT, PreparedT, OutputT]):
         too_long = [length for length in lengths if length > self.max_batch_tokens]
         if too_long:
             raise ValueError(f"an item of {too_long[0]} tokens can never fit max_batch_tokens={self.max_batch_tokens}")
+        if self.max_batch_rows is not None and any(count > self.max_batch_rows for count in rows):
+            raise ValueError(f"an item has more than max_batch_rows={self.max_batch_rows} output rows")
         loop = asyncio.get_running_loop()
         futures = []
-        for item, length in zip(items, lengths, strict=True):
-            entry: _Entry[ItemT] = _Entry(item, length, loop.create_future())
+        for item, length, count in zip(items, lengths, rows, strict=True):
+            entry: _Entry[ItemT] = _Entry(item, length, count, loop.create_future())
             self._queue.append(entry)
             self._queued_tokens += length
             futures.append(entry.future)
@@ -248,7 +280,14 @@ class Batcher(Generic[ItemT, PreparedT, OutputT]):
         while self._queue and self._queue[0].future.done():  # cancelled by a departed client
             self._queued_tokens -= self._queue.popleft().length
         window = [entry for entry in list(self._queue)[: self._window] if not entry.future.done()]
-        positions = plan_batch([entry.length for entry in window], self.max_batch_tokens, self.max_batch_size)
+        positions = plan_batch(
+            [entry.length for entry in window],
+            self.max_batch_tokens,
+            self.max_batch_size,
+            padded=self.padded,
+            rows=[entry.rows for entry in window] if self.max_batch_rows is not None else None,
+            max_rows=self.max_batch_rows,
+        )
         batch = [window[position] for position in positions]
         taken = set(map(id, batch))
         remaining: deque[_Entry[ItemT]] = deque()
@@ -270,8 +309,7 @@ class Batcher(Generic[ItemT, PreparedT, OutputT]):
 
     async def _run_batch(self, batch: list[_Entry[ItemT]], prepared: PreparedT) -> None:
         started = time.perf_counter()
-        longest = max(entry.length for entry in batch)
-        real_tokens = sum(entry.length for entry in batch)
+        lengths = [entry.length for entry in batch]
         failed = False
         try:
             outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._timed_run, prepared)
@@ -293,7 +331,8 @@ class Batcher(Generic[ItemT, PreparedT, OutputT]):
                     entry.future.set_result(ItemResult(value, started - entry.enqueued, inference_s, len(batch)))
         if self._on_batch is not None:
             try:
-                self._on_batch(BatchStats(len(batch), longest * len(batch), real_tokens, inference_s, failed))
+                cost = batch_cost(lengths, self.padded)
+                self._on_batch(BatchStats(len(batch), cost, sum(lengths), inference_s, failed))
             except Exception:
                 log.exception("batch statistics callback failed")
 

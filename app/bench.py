@@ -83,25 +83,32 @@ def percentile(values: list[float], q: float) -> float:
 def bench_raw(model_dir: Path, texts: list[str], duration: float) -> tuple[list[Row], dict[str, Any]]:
     from model_export.manifest import verify_model_dir
 
-    from app.backend import OnnxBackend
+    from app.backend import OnnxBackend, TokenBatch, TokenItem, Wants, warmup_batch
     from app.providers import ShapeLimits
     from app.settings import Settings
     from app.tokenizer import TextTokenizer
 
-    settings = Settings(model_dir=model_dir)
+    settings = Settings(model_dir=[model_dir])
     manifest = verify_model_dir(model_dir)
     max_length = settings.max_input_length or manifest.max_length
     tokenizer = TextTokenizer(model_dir / manifest.tokenizer_file, manifest.special_tokens, max_length, manifest.clean_up_tokenization_spaces)
-    backend = OnnxBackend(model_dir, manifest, settings, ShapeLimits(settings.max_batch_size, settings.max_batch_tokens, max_length))
+    limits = ShapeLimits(settings.max_batch_size, settings.max_batch_tokens, max_length)
+    backend = OnnxBackend(model_dir, manifest, settings, limits, settings.trt_cache_path)
+    wants = Wants(embedding=True, mask_top_k=5 if tokenizer.mask_id is not None else 0)
     sequences = tokenizer.encode(texts, truncate=True)
-    backend.warm_up(ShapeLimits(settings.max_batch_size, settings.max_batch_tokens, max_length).warmup_shapes(), tokenizer.mask_id)
+    special = manifest.special_tokens
+    for batch, length in limits.warmup_shapes():
+        backend.run(warmup_batch(batch, length, special.cls.id, special.sep.id, tokenizer.mask_id))
+
+    def run(batch: list[np.ndarray]) -> None:
+        backend.run(TokenBatch.of([TokenItem(ids, wants) for ids in batch]))
 
     latencies = []
     deadline = time.perf_counter() + duration / 2
     index = 0
     while time.perf_counter() < deadline:
         started = time.perf_counter()
-        backend.run(backend.prepare([sequences[index % len(sequences)]]))
+        run([sequences[index % len(sequences)]])
         latencies.append(time.perf_counter() - started)
         index += 1
     single = Row("raw", 1, len(latencies), len(latencies) / sum(latencies), *(percentile(latencies, q) * 1000 for q in (50, 90, 99)), 1.0, 0.0)
@@ -116,7 +123,7 @@ def bench_raw(model_dir: Path, texts: list[str], duration: float) -> tuple[list[
         batch = [sequences[(index + offset) % len(sequences)] for offset in range(batch_size)]
         index += batch_size
         started = time.perf_counter()
-        backend.run(backend.prepare(batch))
+        run(batch)
         batch_times.append(time.perf_counter() - started)
         done += len(batch)
         padded += max(map(len, batch)) * len(batch)
@@ -176,8 +183,8 @@ def scrape(url: str) -> dict[str, float]:
     values = {}
     for name in ("distilserve_batch_size_sum", "distilserve_batch_size_count", "distilserve_batch_tokens_sum",
                  "distilserve_batch_real_tokens_total"):
-        match = re.search(rf"(?m)^{name} ([0-9.e+-]+)", text)
-        values[name] = float(match.group(1)) if match else 0.0
+        samples = re.findall(rf"(?m)^{name}(?:\{{[^}}]*\}})? ([0-9.e+-]+)$", text)
+        values[name] = sum(float(sample) for sample in samples)
     return values
 
 
@@ -271,6 +278,17 @@ def render(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def default_model_dir(task: str) -> Path:
+    """The directory the server would answer `task` from without a model_dir: the first that serves it."""
+    from model_export.manifest import read_manifest
+
+    from app.server import select_models
+    from app.settings import Settings
+
+    paths = [Path(selection.path) for selection in select_models(Settings())]
+    return next((path for path in paths if task in read_manifest(path).tasks), paths[0])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m app.bench", description=__doc__.splitlines()[0])
     parser.add_argument("model_dir", nargs="?", type=Path, help="exported model directory (default: the server's choice)")
@@ -281,15 +299,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
 
-    model_dir = args.model_dir
-    if model_dir is None:
-        from app.server import select_model
-        from app.settings import Settings
-
-        model_dir = select_model(Settings()).path
-    sentences = load_sentences(args.sentences)
     from model_export.manifest import read_manifest
 
+    model_dir = args.model_dir or default_model_dir(args.task)
+    sentences = load_sentences(args.sentences)
     manifest = read_manifest(model_dir)
     mask = manifest.special_tokens.mask.token if manifest.special_tokens.mask else "[MASK]"
     texts = as_task(sentences, args.task, mask)

@@ -1,6 +1,6 @@
 """Service errors and the one table from error kind to HTTP status and body.
 
-Routes and the engine raise these; handlers installed by `install_error_handlers` render them.
+Routes and runtimes raise these; handlers installed by `install_error_handlers` render them.
 Anything else becomes a generic 500 whose traceback goes to the log and never to the client.
 `error_responses` documents the same table in OpenAPI, so /docs cannot drift from what is sent.
 """
@@ -29,6 +29,7 @@ ERROR_TABLE: dict[str, tuple[int, str]] = {
     "payload_too_large": (413, "invalid_request_error"),
     "unauthorized": (401, "authentication_error"),
     "not_found": (404, "invalid_request_error"),
+    "model_not_found": (404, "invalid_request_error"),
     "method_not_allowed": (405, "invalid_request_error"),
     "overloaded": (429, "rate_limit_error"),
     "unhealthy": (503, "server_error"),
@@ -38,7 +39,7 @@ ERROR_TABLE: dict[str, tuple[int, str]] = {
 }
 
 # Paths whose clients (the openai package) read {"error": {"message", "type", "code"}}.
-OPENAI_STYLE_PATHS = frozenset({"/v1/embeddings", "/embeddings"})
+OPENAI_STYLE_PATHS = frozenset({"/v1/embeddings", "/embeddings", "/v1/models", "/models"})
 
 GENERIC_500 = "internal server error"
 
@@ -84,6 +85,12 @@ class Unauthorized(ServiceError):
 
 class NotFound(ServiceError):
     kind = "not_found"
+
+
+class ModelNotFound(ServiceError):
+    """The request names a model this server does not serve (OpenAI's code `model_not_found`)."""
+
+    kind = "model_not_found"
 
 
 class Overloaded(ServiceError):
@@ -139,25 +146,34 @@ def error_response(kind: str, message: str, path: str, headers: dict[str, str] |
     return JSONResponse(error_body(kind, message, path), status_code=status_for(kind), headers=headers)
 
 
+MAX_DESCRIBED_ERRORS = 5
+
+
 def describe_validation(errors: Iterable[Any]) -> str:
-    """FastAPI/pydantic errors as one line that names each field: `body.inputs: Input should be ...`."""
+    """FastAPI/pydantic errors as one line that names each field: `body.inputs: Input should be ...`.
+
+    At most MAX_DESCRIBED_ERRORS are spelled out: a list of 4,000 wrong items is one mistake."""
+    errors = list(errors)
     parts = []
-    for error in errors:
+    for error in errors[:MAX_DESCRIBED_ERRORS]:
         location = [str(part) for part in error.get("loc", ())]
         if error.get("type") == "json_invalid":
             parts.append(f"malformed JSON body: {error.get('ctx', {}).get('error', error.get('msg'))}")
             continue
         field = ".".join(location) or "body"
         parts.append(f"{field}: {error.get('msg')}")
+    if len(errors) > MAX_DESCRIBED_ERRORS:
+        parts.append(f"and {len(errors) - MAX_DESCRIBED_ERRORS} more")
     return "; ".join(parts) or "invalid request"
 
 
 def install_error_handlers(app: FastAPI, on_error: Any = None) -> None:
-    """Register the renderers. `on_error(kind)` is called once per error response (metrics)."""
+    """Register the renderers. `on_error(kind, model)` is called once per error response (metrics), with
+    the model the route had resolved (`request.state.model`, empty before that)."""
 
     def respond(request: Request, kind: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
         if on_error is not None:
-            on_error(kind)
+            on_error(kind, getattr(request.state, "model", ""))
         return error_response(kind, message, request.url.path, headers)
 
     async def service_error(request: Request, error: Exception) -> JSONResponse:

@@ -1,8 +1,8 @@
-"""Application assembly: choose and verify the model, build the engine, mount the routers.
+"""Application assembly: choose and verify the models, build one runtime each, mount the routers.
 
-`create_app(settings, backend=None)` does the slow, fallible work (manifest and checksums, session
-creation) before returning, so a bad model directory fails start-up loudly instead of serving errors.
-Warm-up runs in the background after start-up; /ready turns true when it is done.
+`create_app(settings, backend_factory=None)` does the slow, fallible work (manifests and checksums,
+session creation) before returning, so a bad model directory fails start-up loudly instead of serving
+errors. Warm-up runs in the background after start-up; /ready turns true when every model is warm.
 
 Dialect routers (OpenAI, HF, TEI) are one entry each in `create_app`'s list of protected routers.
 """
@@ -11,21 +11,20 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from model_export.manifest import ManifestError, verify_model_dir
+from model_export.manifest import Manifest, ManifestError, verify_model_dir
 
 from app import __version__, widget
 from app.auth import auth_dependencies
 from app.backend import Backend, OnnxBackend
-from app.engine import Engine
 from app.errors import (
     GENERIC_500,
     PayloadTooLarge,
@@ -36,11 +35,15 @@ from app.errors import (
     status_for,
 )
 from app.metrics import Metrics
+from app.model_config import ModelOptions, ModelsFileError, options_for, read_models_file
 from app.model_source import ModelSourceError, resolve_model_dir
 from app.providers import ProviderError, ShapeLimits
+from app.registry import DuplicateModelId, ModelSelection, Registry
 from app.routes import docs, hf, inference, openai, ops, tei
+from app.runtime import ModelRuntime
 from app.settings import Settings
 from app.tokenizer import TextTokenizer
+from app.workers import WorkerPool
 
 log = logging.getLogger("distilserve")
 
@@ -49,53 +52,106 @@ class StartupError(Exception):
     """The server cannot start with this configuration; the message is for the operator."""
 
 
-@dataclass(frozen=True)
-class ModelSelection:
-    path: Path
-    reason: str
-    demo: bool
+# Builds one model's backend; tests pass fakes. Arguments: model directory, manifest, options, shape limits.
+BackendFactory = Callable[[Path, Manifest, ModelOptions, ShapeLimits], Backend]
 
 
-def select_model(settings: Settings) -> ModelSelection:
-    if settings.model_dir is not None:
-        return ModelSelection(settings.model_dir, "model_dir is configured", False)
+def select_models(settings: Settings) -> list[ModelSelection]:
+    """The model directories to serve, in order, each with why."""
+    if settings.model_dir:
+        return [ModelSelection(str(path), "model_dir is configured", False) for path in settings.model_dir]
     try:
-        resolved = resolve_model_dir(settings)
+        resolved = resolve_model_dir(SimpleNamespace(model_dir=None, model_source=settings.model_source, cache_dir=settings.cache_dir))
     except ModelSourceError as error:
         raise StartupError(str(error)) from None
-    return ModelSelection(Path(resolved.path), str(resolved.reason), bool(resolved.demo))
+    return [ModelSelection(str(resolved.path), str(resolved.reason), bool(resolved.demo))]
 
 
-def build_engine(settings: Settings, selection: ModelSelection, metrics: Metrics, backend: Backend | None) -> Engine:
+def build_registry(
+    settings: Settings, metrics: Metrics, workers: WorkerPool, backend_factory: BackendFactory | None
+) -> Registry:
+    overrides = _read_overrides(settings)
+    selections = select_models(settings)
+    manifests = [_trusted_manifest(Path(selection.path)) for selection in selections]
+    unknown = sorted(set(overrides) - {manifest.model_id for manifest in manifests})
+    if unknown:
+        raise StartupError(
+            f"models file {settings.models_file} names {unknown}, which no served model has "
+            f"(served: {[manifest.model_id for manifest in manifests]})"
+        )
+    runtimes = []
+    for selection, manifest in zip(selections, manifests, strict=True):
+        try:
+            options = options_for(manifest.model_id, settings.default_model_options(), overrides)
+        except ModelsFileError as error:
+            raise StartupError(str(error)) from None
+        runtimes.append(
+            build_runtime(Path(selection.path), manifest, options, settings, metrics, workers, backend_factory)
+        )
     try:
-        manifest = verify_model_dir(selection.path)
+        return Registry(runtimes, selections)
+    except DuplicateModelId as error:
+        raise StartupError(str(error)) from None
+
+
+def _read_overrides(settings: Settings) -> dict[str, dict[str, Any]]:
+    if settings.models_file is None:
+        return {}
+    try:
+        return read_models_file(settings.models_file)
+    except ModelsFileError as error:
+        raise StartupError(str(error)) from None
+
+
+def _trusted_manifest(path: Path) -> Manifest:
+    """The manifest, with the tokenizer's checksum checked; each variant is checked when it is loaded."""
+    try:
+        manifest = verify_model_dir(path, variants=[])
     except ManifestError as error:
-        raise StartupError(f"refusing to serve {selection.path}: {error}") from None
+        raise StartupError(f"refusing to serve {path}: {error}") from None
     if "fill-mask" in manifest.tasks and manifest.special_tokens.mask is None:
-        raise StartupError(f"refusing to serve {selection.path}: fill-mask is listed but there is no mask token")
-    max_length = settings.max_input_length or manifest.max_length
+        raise StartupError(f"refusing to serve {path}: fill-mask is listed but there is no mask token")
+    return manifest
+
+
+def build_runtime(
+    path: Path,
+    manifest: Manifest,
+    options: ModelOptions,
+    settings: Settings,
+    metrics: Metrics,
+    workers: WorkerPool,
+    backend_factory: BackendFactory | None,
+) -> ModelRuntime:
+    max_length = options.max_input_length or manifest.max_length
     if max_length > manifest.max_length:
         raise StartupError(
-            f"max_input_length {max_length} exceeds the model's max_length {manifest.max_length} (the position table)"
+            f"{manifest.model_id}: max_input_length {max_length} exceeds the model's max_length "
+            f"{manifest.max_length} (the position table)"
         )
-    if max_length > settings.max_batch_tokens:
-        raise StartupError(f"max_batch_tokens {settings.max_batch_tokens} is below the max input length {max_length}")
-    tokenizer = TextTokenizer(selection.path / manifest.tokenizer_file, manifest.special_tokens, max_length, manifest.clean_up_tokenization_spaces)
-    if backend is None:
-        limits = ShapeLimits(settings.max_batch_size, settings.max_batch_tokens, max_length)
-        try:
-            backend = OnnxBackend(selection.path, manifest, settings, limits)
-        except (ProviderError, ManifestError) as error:
-            raise StartupError(str(error)) from None
+    if max_length > options.max_batch_tokens:
+        raise StartupError(
+            f"{manifest.model_id}: max_batch_tokens {options.max_batch_tokens} is below the max input length {max_length}"
+        )
+    tokenizer = TextTokenizer(
+        path / manifest.tokenizer_file, manifest.special_tokens, max_length, manifest.clean_up_tokenization_spaces
+    )
+    limits = ShapeLimits(options.max_batch_size, options.max_batch_tokens, max_length)
+    try:
+        if backend_factory is not None:
+            backend = backend_factory(path, manifest, options, limits)
+        else:
+            backend = OnnxBackend(path, manifest, options, limits, settings.trt_cache_path)
+    except (ProviderError, ManifestError) as error:
+        raise StartupError(f"{manifest.model_id}: {error}") from None
     info = backend.info
     log.info(
         "serving %s (%s, %s) on %s; tasks %s; max input %d tokens",
         manifest.model_id, info.variant, info.dtype, info.providers, manifest.tasks, max_length,
     )
-    for rank, provider in enumerate(info.providers):
-        metrics.provider.labels(provider, str(rank)).set(1)
-    metrics.model.labels(manifest.model_id, info.variant, info.dtype, __version__).set(1)
-    return Engine(settings, manifest, tokenizer, backend, metrics)
+    model_metrics = metrics.for_model(manifest.model_id)
+    model_metrics.describe_backend(info.variant, info.dtype, info.providers, __version__)
+    return ModelRuntime(manifest, options, tokenizer, backend, model_metrics, workers, settings.retry_after_s)
 
 
 class RequestGuard:
@@ -143,7 +199,7 @@ class RequestGuard:
             await self.app(scope, receive_limited, send_tracked)
         except Exception:
             log.exception("unhandled error on %s %s", scope.get("method"), path)
-            self.metrics.failures.labels("internal").inc()
+            self.metrics.failures.labels("internal", _model_of(scope)).inc()
             if not state["started"]:
                 await self._error(send_tracked, "internal", GENERIC_500, path)
         finally:
@@ -155,7 +211,7 @@ class RequestGuard:
     def _count(self, scope: Scope, status: int) -> None:
         route = scope.get("route")
         template = getattr(route, "path", None) or "unmatched"
-        self.metrics.requests.labels(template, str(status)).inc()
+        self.metrics.requests.labels(template, str(status), _model_of(scope)).inc()
 
     async def _error(self, send: Send, kind: str, message: str, path: str) -> None:
         import json
@@ -171,6 +227,11 @@ class RequestGuard:
         await send({"type": "http.response.body", "body": body})
 
 
+def _model_of(scope: Scope) -> str:
+    """The model a route resolved for this request (`request.state.model`), empty before that."""
+    return str(scope.get("state", {}).get("model", ""))
+
+
 def auth_responses(router: APIRouter, enforced: bool) -> dict[int | str, dict[str, Any]]:
     """The 401 entry for a protected router's routes in OpenAPI, only when a key is enforced."""
     if not enforced:
@@ -180,20 +241,21 @@ def auth_responses(router: APIRouter, enforced: bool) -> dict[int | str, dict[st
     return error_responses("unauthorized", body=body, common=())
 
 
-def create_app(settings: Settings, backend: Backend | None = None) -> FastAPI:
+def create_app(settings: Settings, backend_factory: BackendFactory | None = None) -> FastAPI:
     started = time.perf_counter()
     metrics = Metrics()
-    selection = select_model(settings)
-    engine = build_engine(settings, selection, metrics, backend)
+    workers = WorkerPool(settings.worker_threads)
+    registry = build_registry(settings, metrics, workers, backend_factory)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await engine.start()
+        await registry.start()
         try:
             yield
         finally:
             # Uvicorn has stopped accepting and finished in-flight requests by now; drain the rest.
-            await engine.stop()
+            await registry.stop()
+            workers.close()
             log.info("stopped")
 
     app = FastAPI(
@@ -204,10 +266,10 @@ def create_app(settings: Settings, backend: Backend | None = None) -> FastAPI:
         docs_url=None,  # docs.install_docs serves it with local assets
     )
     app.state.settings = settings
-    app.state.engine = engine
+    app.state.registry = registry
     app.state.metrics = metrics
-    app.state.model_selection = selection
-    install_error_handlers(app, on_error=lambda kind: metrics.failures.labels(kind).inc())
+    app.state.workers = workers
+    install_error_handlers(app, on_error=lambda kind, model: metrics.failures.labels(kind, model).inc())
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes, metrics=metrics)
     # Inference routers take the API-key dependency; operational routes stay open for probes.
     protected = auth_dependencies(settings.api_key)
@@ -216,7 +278,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> FastAPI:
         app.include_router(router, dependencies=protected, responses=auth_responses(router, bool(protected)))
     app.include_router(widget.router)
     docs.install_docs(app)
-    log.info("model loaded in %.2fs", time.perf_counter() - started)
+    log.info("%d model(s) loaded in %.2fs: %s", len(registry), time.perf_counter() - started, ", ".join(registry.ids))
     return app
 
 

@@ -9,35 +9,34 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from app.model_config import ModelOptions, comma_list
 
 ENV_PREFIX = "DISTILSERVE_"
 
-# Short names an operator may type, mapped to onnxruntime's provider names.
-PROVIDER_ALIASES = {
-    "cpu": "CPUExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "tensorrt": "TensorrtExecutionProvider",
-    "trt": "TensorrtExecutionProvider",
-}
-KNOWN_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
+class Settings(BaseSettings, ModelOptions):
+    """distilserve configuration: built once at start-up and passed explicitly.
 
-def _comma_list(value: object) -> object:
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return value
-
-
-class Settings(BaseSettings):
-    """distilserve configuration: built once at start-up and passed explicitly."""
+    Server-wide fields are declared here; the per-model ones (providers, variant, batch and input
+    limits) come from ModelOptions and are the defaults of every model the server loads.
+    """
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
 
-    model_dir: Path | None = Field(
+    model_dir: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Exported model directories to serve (each has manifest.json), comma-separated; the flag repeats. "
+            "Unset: chosen from model_source."
+        ),
+    )
+    models_file: Path | None = Field(
         default=None,
-        description="Exported model directory to serve (has manifest.json). Unset: chosen from model_source.",
+        description="YAML file of per-model overrides keyed by model id (variant, providers, batch and input limits).",
     )
     model_source: str = Field(
         default="distilbert-base-uncased",
@@ -56,95 +55,46 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log level.")
     build_sha: str | None = Field(default=None, description="Git commit the image was built from, reported as /info `sha` (set at image build).")
     docker_label: str | None = Field(default=None, description="Image label, reported as /info `docker_label` (set at image build).")
-
-    providers: Annotated[list[str], NoDecode] = Field(
-        default=["CUDAExecutionProvider", "CPUExecutionProvider"],
-        description=(
-            "onnxruntime execution providers in order of preference, comma-separated "
-            "(short names cpu, cuda, tensorrt accepted). Unavailable ones are skipped with a warning."
-        ),
-    )
-    strict_providers: bool = Field(
-        default=False,
-        description="Fail start-up unless the first requested provider is the one actually active.",
-    )
-    variant: Literal["fp32", "fp16", "int8"] | None = Field(
-        default=None,
-        description=(
-            "Model variant to load. Unset: fp16 on CUDA (fp32 on TensorRT, which builds its own fp16 engine), "
-            "fp32 on CPU (exact; int8 is opt-in)."
-        ),
-    )
-    intra_op_threads: int = Field(
-        default=0, ge=0, description="onnxruntime intra-op threads; 0 lets onnxruntime use one per physical core."
-    )
-    device_id: int = Field(default=0, ge=0, description="GPU index for the CUDA and TensorRT providers.")
-    io_binding: bool = Field(default=True, description="Use onnxruntime IO binding when CUDA is the active provider.")
-    trt_fp16: bool = Field(default=True, description="Let TensorRT build fp16 engines.")
     trt_engine_cache_dir: Path | None = Field(
         default=None, description="TensorRT engine and timing cache directory. Unset: <cache_dir>/tensorrt."
     )
-    trt_workspace_bytes: int = Field(default=2 << 30, ge=0, description="TensorRT builder workspace limit.")
-
-    max_batch_tokens: int = Field(
-        default=8192,
-        ge=1,
-        description="Padded-token budget of one batch: longest input in the batch x batch size.",
-    )
-    max_batch_size: int = Field(default=32, ge=1, description="Most inputs in one batch.")
-    max_wait_ms: float = Field(
-        default=1.0,
-        ge=0,
-        description="How long an idle worker waits for more inputs before running a batch that is not full.",
-    )
-    max_queue: int = Field(
-        default=2048, ge=1, description="Most inputs waiting in the queue; beyond it requests get 429 at once."
-    )
     retry_after_s: int = Field(default=1, ge=0, description="Retry-After seconds sent with a 429.")
     max_body_bytes: int = Field(default=2 << 20, ge=1, description="Largest request body; larger gets 413.")
-    max_inputs_per_request: int = Field(default=64, ge=1, description="Most inputs in one request; more gets 422.")
-    max_input_length: int | None = Field(
-        default=None,
-        ge=3,
-        description="Longest input in tokens, special tokens included. Unset: the manifest's max_length (the cap).",
+    worker_threads: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description=(
+            "Threads for tokenization, fill-mask decoding and large responses, so the event loop only parses, "
+            "admits and awaits (shared by all models)."
+        ),
     )
-    max_top_k: int = Field(default=100, ge=1, description="Largest fill-mask top_k accepted; larger gets 422.")
-    warmup: bool = Field(
-        default=True, description="Run the largest configured batch shapes once before reporting ready."
-    )
 
-    @field_validator("providers", mode="before")
+    @field_validator("model_dir", mode="before")
     @classmethod
-    def _split_providers(cls, value: object) -> object:
-        return _comma_list(value)
+    def _split_model_dirs(cls, value: object) -> object:
+        return comma_list(str(value) if isinstance(value, Path) else value)
 
-    @field_validator("providers")
+    @field_validator("model_dir")
     @classmethod
-    def _canonical_providers(cls, value: list[str]) -> list[str]:
-        names = [PROVIDER_ALIASES.get(name.lower(), name) for name in value]
-        unknown = [name for name in names if name not in KNOWN_PROVIDERS]
-        if unknown:
-            raise ValueError(f"unknown provider(s) {unknown}; use {', '.join(KNOWN_PROVIDERS)} or cpu/cuda/tensorrt")
-        if not names:
-            raise ValueError("at least one provider is required")
-        return list(dict.fromkeys(names))
+    def _expand_all(cls, value: list[Path]) -> list[Path]:
+        return [path.expanduser() for path in value]
 
-    @field_validator("model_dir", "cache_dir", "trt_engine_cache_dir")
+    @field_validator("cache_dir", "trt_engine_cache_dir", "models_file")
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None
 
-    @model_validator(mode="after")
-    def _consistent_limits(self) -> Settings:
-        if self.max_inputs_per_request > self.max_queue:
-            raise ValueError("max_inputs_per_request must not exceed max_queue (such a request could never fit)")
-        if self.max_input_length is not None and self.max_input_length > self.max_batch_tokens:
-            raise ValueError("max_input_length must not exceed max_batch_tokens (a longest input must fit a batch)")
-        return self
-
     @property
     def trt_cache_path(self) -> Path:
         return self.trt_engine_cache_dir or self.cache_dir / "tensorrt"
+
+
+def setting_fields() -> list[tuple[str, FieldInfo]]:
+    """Every setting, the server-wide ones first, then the per-model defaults (for --help and the README)."""
+    fields = Settings.model_fields
+    server = [name for name in fields if name not in ModelOptions.model_fields]
+    return [(name, fields[name]) for name in server + list(ModelOptions.model_fields)]
 
 
 def env_name(field: str) -> str:
@@ -154,9 +104,11 @@ def env_name(field: str) -> str:
 def settings_markdown() -> str:
     """The README's settings table, generated from the fields so the two cannot drift."""
     lines = ["| env var | flag | default | description |", "|---|---|---|---|"]
-    for name, field in Settings.model_fields.items():
+    for name, field in setting_fields():
         default = field.default
-        if isinstance(default, list):
+        if field.default_factory is not None:
+            shown = ""
+        elif isinstance(default, list):
             shown = ",".join(default)
         elif isinstance(default, Path):
             shown = str(default).replace(str(Path.home()), "~")

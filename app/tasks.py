@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -42,41 +43,53 @@ def top_k_indices(values: np.ndarray, k: int) -> np.ndarray:
     return candidates[np.lexsort((candidates, -values[candidates]))]
 
 
+@dataclass(frozen=True)
+class MaskCandidates:
+    """The best candidates of each mask of one input: all that survives of its vocabulary-wide rows."""
+
+    tokens: np.ndarray  # [masks, k] int64, best first
+    scores: np.ndarray  # [masks, k] float32 probabilities (over the whole vocabulary)
+
+
+def mask_candidates(mask_logits: np.ndarray, top_k: int, targets: np.ndarray | None) -> MaskCandidates:
+    """Softmax over the vocabulary, then the top_k tokens of each row (only among `targets` if given)."""
+    probs = softmax(mask_logits) if len(mask_logits) else mask_logits
+    if targets is not None:
+        probs = probs[:, targets]
+    k = min(top_k, probs.shape[-1])
+    order = np.stack([top_k_indices(row, k) for row in probs]) if len(probs) else np.zeros((0, k), dtype=np.int64)
+    scores = np.take_along_axis(probs, order, axis=-1).astype(np.float32, copy=False)
+    tokens = targets[order] if targets is not None else order
+    return MaskCandidates(tokens.astype(np.int64, copy=False), scores)
+
+
 def fill_mask(
     ids: np.ndarray,
-    mask_logits: np.ndarray,
+    candidates: MaskCandidates,
     mask_id: int,
     pad_id: int,
-    top_k: int,
-    targets: np.ndarray | None,
     decode: Decode,
 ) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
     """One input's answer: a list of candidates for one mask, one such list per mask for several."""
-    if targets is not None:
-        top_k = min(top_k, len(targets))
     kept = ids[ids != pad_id]  # the pipeline drops padding (here: a literal [PAD] in the text)
     positions = np.flatnonzero(kept == mask_id)
     single = len(positions) == 1
     result = []
-    for row, position in zip(mask_logits, positions, strict=True):
-        probs = softmax(row)
-        if targets is not None:
-            probs = probs[targets]
-        candidates = []
-        for index in top_k_indices(probs, top_k):
-            token = int(targets[index]) if targets is not None else int(index)
+    for tokens_row, scores_row, position in zip(candidates.tokens, candidates.scores, positions, strict=True):
+        answers = []
+        for token, score in zip(tokens_row.tolist(), scores_row.tolist(), strict=True):
             tokens = kept.copy()
             tokens[position] = token
-            candidates.append(
+            answers.append(
                 {
-                    "score": float(probs[index]),
+                    "score": float(score),
                     "token": token,
                     "token_str": decode([token], False),
                     # The pipeline keeps special tokens for several masks so the other masks stay visible.
                     "sequence": decode(tokens.tolist(), single),
                 }
             )
-        result.append(candidates)
+        result.append(answers)
     return result[0] if single else result
 
 

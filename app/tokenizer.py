@@ -137,6 +137,23 @@ class TextTokenizer:
             tokens.append(Token(token_id, piece, bool(special), None if special else start, None if special else stop))
         return tokens
 
+    def tokenize_all(self, texts: Sequence[str], add_special_tokens: bool = True) -> list[list[Token]]:
+        """TEI's /tokenize: each input within the same length limit as inference."""
+        out = []
+        for index, text in enumerate(texts):
+            tokens = self.tokenize(text, add_special_tokens, label=f"input {index}")
+            if len(tokens) > self.max_length:
+                raise InvalidInput(
+                    f"input {index} has {len(tokens)} tokens but this server accepts at most {self.max_length}"
+                )
+            out.append(tokens)
+        return out
+
+    def decode_all(self, sequences: Sequence[Sequence[int]], skip_special_tokens: bool = True) -> list[str]:
+        for index, ids in enumerate(sequences):
+            self.check_ids(ids, f"ids {index}")
+        return [self.decode(ids, skip_special_tokens) for ids in sequences]
+
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
         text = self._tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
         if self.clean_up_spaces:

@@ -1,1 +1,1 @@
-"""Thin routes: parse, call the engine, shape the response. No maths here."""
+"""Thin routes: parse, pick the model's runtime, call it, shape the response. No maths here."""

@@ -14,6 +14,7 @@ from fastapi.responses import Response
 from pydantic import Discriminator, Tag
 
 from app.routes import inference
+from app.routes.common import ModelQuery
 from app.schemas import EmbedRequest, FillMaskCandidate, FillMaskRequest
 
 router = APIRouter(tags=["huggingface"])
@@ -65,7 +66,7 @@ InferenceBody = Annotated[
         }
     },
 )
-async def infer(body: Annotated[InferenceBody, Body()], request: Request) -> Response:
+async def infer(body: Annotated[InferenceBody, Body()], request: Request, model: ModelQuery = None) -> Response:
     if isinstance(body, FillMaskRequest):
-        return await inference.fill_mask(body, request)
-    return await inference.embed(body, request)
+        return await inference.fill_mask(body, request, model)
+    return await inference.embed(body, request, model)

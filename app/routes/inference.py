@@ -8,13 +8,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from app.errors import error_responses
-from app.routes.common import cancel_on_disconnect, engine_of, json_response
+from app.routes.common import ModelQuery, cancel_on_disconnect, json_response, runtime_for
 from app.schemas import EmbedRequest, FillMaskCandidate, FillMaskRequest
 
 router = APIRouter(tags=["inference"])
 
 # Everything that goes through the tokenizer and the batcher (also POST /, which answers like these).
-INFERENCE_ERRORS = error_responses("empty", "tokenizer", "overloaded", "unhealthy", "backend")
+INFERENCE_ERRORS = error_responses("empty", "tokenizer", "model_not_found", "overloaded", "unhealthy", "backend")
 
 
 @router.post(
@@ -23,28 +23,28 @@ INFERENCE_ERRORS = error_responses("empty", "tokenizer", "overloaded", "unhealth
     summary="Fill the mask token, answered exactly like transformers' fill-mask pipeline",
     responses=INFERENCE_ERRORS,
 )
-async def fill_mask(body: FillMaskRequest, request: Request) -> Response:
-    engine = engine_of(request)
+async def fill_mask(body: FillMaskRequest, request: Request, model: ModelQuery = None) -> Response:
+    runtime = runtime_for(request, body.model, model, "fill-mask")
     texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
     targets = body.parameters.targets
     if isinstance(targets, str):
         targets = [targets]
     answers, timings = await cancel_on_disconnect(
-        request, engine.fill_mask(texts, top_k=body.parameters.top_k, targets=targets)
+        request, runtime.fill_mask(texts, top_k=body.parameters.top_k, targets=targets)
     )
     content: Any = answers[0] if isinstance(body.inputs, str) else answers
-    return json_response(content, timings)
+    return await json_response(request, content, timings)
 
 
 @router.post(
     "/embed", response_model=list[list[float]], summary="Embeddings, TEI's /embed", responses=INFERENCE_ERRORS
 )
-async def embed(body: EmbedRequest, request: Request) -> Response:
-    engine = engine_of(request)
+async def embed(body: EmbedRequest, request: Request, model: ModelQuery = None) -> Response:
+    runtime = runtime_for(request, body.model, model, "embed")
     texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
     vectors, timings = await cancel_on_disconnect(
         request,
-        engine.embed(
+        runtime.embed(
             texts,
             normalize=body.normalize,
             truncate=body.truncate,
@@ -52,4 +52,4 @@ async def embed(body: EmbedRequest, request: Request) -> Response:
             dimensions=body.dimensions,
         ),
     )
-    return json_response(vectors, timings)
+    return await json_response(request, vectors, timings)

@@ -1,4 +1,4 @@
-"""OpenAI-compatible embeddings: POST /v1/embeddings and POST /embeddings.
+"""OpenAI-compatible embeddings and model list: POST /v1/embeddings and POST /embeddings, GET /v1/models.
 
 The openai package posts to `<base_url>/embeddings`, so both paths serve the same handler. Its
 default `encoding_format` is base64 (little-endian float32), and it retries every 5xx: a client
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -19,13 +20,19 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from app import tasks
 from app.errors import EmptyInput, error_responses
-from app.routes.common import cancel_on_disconnect, engine_of, json_response
-from app.schemas import OpenAIErrorBody
+from app.model_config import SCHEMA_MAX_INPUTS, SCHEMA_MAX_TOKEN_IDS
+from app.routes.common import cancel_on_disconnect, json_response, registry_of, runtime_for
+from app.schemas import ModelCard, ModelList, OpenAIErrorBody
 
 router = APIRouter(tags=["openai"])
 
-TokenIds = list[StrictInt]
-EmbeddingInput = StrictStr | list[StrictStr] | TokenIds | list[TokenIds]
+TokenIds = Annotated[list[StrictInt], Field(max_length=SCHEMA_MAX_TOKEN_IDS)]
+EmbeddingInput = (
+    StrictStr
+    | Annotated[list[StrictStr], Field(max_length=SCHEMA_MAX_INPUTS)]
+    | TokenIds
+    | Annotated[list[TokenIds], Field(max_length=SCHEMA_MAX_INPUTS)]
+)
 
 
 class EmbeddingsRequest(BaseModel):
@@ -37,7 +44,10 @@ class EmbeddingsRequest(BaseModel):
     input: EmbeddingInput = Field(
         description="A string, a list of strings, a list of token ids, or a list of lists of token ids."
     )
-    model: str | None = Field(default=None, description="Echoed back; the server serves one model.")
+    model: str | None = Field(
+        default=None,
+        description="The model (its id in /v1/models). Unset: the first model that serves embeddings.",
+    )
     encoding_format: Literal["float", "base64"] = Field(
         default="float", description="`base64`: each embedding is little-endian float32 bytes, base64-encoded."
     )
@@ -107,20 +117,48 @@ def response_content(
 _ROUTE: dict[str, Any] = {
     "response_model": EmbeddingsResponse,
     "summary": "Create embeddings (OpenAI's API): unit-length, optionally shortened to `dimensions`",
-    "responses": error_responses("empty", "tokenizer", "overloaded", "unhealthy", "backend", body=OpenAIErrorBody),
+    "responses": error_responses(
+        "empty", "tokenizer", "model_not_found", "overloaded", "unhealthy", "backend", body=OpenAIErrorBody
+    ),
 }
 
 
 @router.post("/v1/embeddings", **_ROUTE)
 @router.post("/embeddings", **_ROUTE)
 async def create_embeddings(body: EmbeddingsRequest, request: Request) -> Response:
-    engine = engine_of(request)
+    runtime = runtime_for(request, body.model, None, "embed")
     texts, ids = split_input(body.input)
-    engine.check_dimensions(body.dimensions)
+    runtime.check_dimensions(body.dimensions)
     result = await cancel_on_disconnect(
-        request, engine.embeddings(texts=texts) if texts else engine.embeddings(ids=ids)
+        request, runtime.embeddings(texts=texts) if texts else runtime.embeddings(ids=ids)
     )
-    # OpenAI's embeddings are unit length; shortened ones are truncated first, then re-normalized.
-    vectors = [tasks.embedding(vector, True, body.dimensions) for vector in result.vectors]
-    model = body.model or engine.manifest.model_id
-    return json_response(response_content(vectors, result.token_counts, model, body.encoding_format), result.timings)
+
+    def content() -> dict[str, Any]:
+        # OpenAI's embeddings are unit length; shortened ones are truncated first, then re-normalized.
+        vectors = [tasks.embedding(vector, True, body.dimensions) for vector in result.vectors]
+        return response_content(vectors, result.token_counts, runtime.model_id, body.encoding_format)
+
+    return await json_response(request, content, result.timings)
+
+
+def _created(created_at: str) -> int:
+    """The manifest's ISO timestamp as Unix seconds (0 when it does not parse)."""
+    try:
+        return int(datetime.fromisoformat(created_at.replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        return 0
+
+
+@router.get("/v1/models", response_model=ModelList, summary="List the served models (OpenAI's API)")
+@router.get("/models", response_model=ModelList, include_in_schema=False)
+async def list_models(request: Request) -> ModelList:
+    cards = [
+        ModelCard(
+            id=runtime.model_id,
+            created=_created(runtime.manifest.created_at),
+            owned_by="distilserve",
+            tasks=runtime.tasks,
+        )
+        for runtime in registry_of(request)
+    ]
+    return ModelList(data=cards)

@@ -1,4 +1,4 @@
-"""Operational routes: liveness, readiness, info, metrics."""
+"""Operational routes: liveness, readiness, info, metrics. Open to probes (no API key)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE  # noqa: N811
 
 from app import __version__
-from app.routes.common import engine_of
-from app.schemas import Health, Info, Ready
+from app.registry import Registry
+from app.routes.common import registry_of
+from app.runtime import ModelRuntime
+from app.schemas import Health, Info, ModelInfo, Ready
+from app.settings import Settings
 
 router = APIRouter(tags=["operations"])
 
@@ -16,40 +19,32 @@ router = APIRouter(tags=["operations"])
 @router.get(
     "/health",
     response_model=Health,
-    summary="Liveness: 503 once the engine cannot recover",
-    responses={503: {"model": Health, "description": "`unhealthy`: warm-up failed or the batching loop died"}},
+    summary="Liveness: 503 once a model's runtime cannot recover",
+    responses={503: {"model": Health, "description": "`unhealthy`: a warm-up failed or a batching loop died"}},
 )
 async def health(request: Request) -> JSONResponse:
-    alive = engine_of(request).alive
+    alive = registry_of(request).alive
     return JSONResponse({"status": "ok" if alive else "unhealthy"}, status_code=200 if alive else 503)
 
 
 @router.get(
     "/ready",
     response_model=Ready,
-    summary="Readiness: true only after warm-up, while the batcher runs",
+    summary="Readiness: true only when every model is warm and its batcher runs",
     responses={503: {"model": Ready, "description": "not ready; `reason` says why (warming up, failed, stopped)"}},
 )
 async def ready(request: Request) -> JSONResponse:
-    engine = engine_of(request)
-    if engine.ready:
+    not_ready = registry_of(request).not_ready()
+    if not not_ready:
         return JSONResponse({"ready": True})
-    if engine.warmup_error is not None:
-        reason = "warm-up failed"
-    elif not engine.warmed:
-        reason = "warming up"
-    else:
-        reason = "the batching loop has stopped"
-    return JSONResponse({"ready": False, "reason": reason}, status_code=503)
+    return JSONResponse({"ready": False, "reason": next(iter(not_ready.values())), "models": not_ready}, status_code=503)
 
 
-@router.get("/info", response_model=Info, summary="What is served, on what, within which limits")
-async def info(request: Request) -> Info:
-    engine = engine_of(request)
-    manifest, settings, backend = engine.manifest, engine.settings, engine.backend.info
-    selection = request.app.state.model_selection
+def model_info(registry: Registry, runtime: ModelRuntime) -> ModelInfo:
+    manifest, options, backend = runtime.manifest, runtime.options, runtime.backend.info
+    selection = registry.selections[runtime.model_id]
     mask = manifest.special_tokens.mask
-    return Info(
+    return ModelInfo(
         model_id=manifest.model_id,
         model_sha=manifest.source.revision,
         model_dtype=backend.dtype,
@@ -59,22 +54,36 @@ async def info(request: Request) -> Info:
         providers=backend.providers,
         requested_providers=backend.requested_providers,
         io_binding=backend.io_binding,
+        padding_free=not runtime.backend.is_padded,
         pooling=manifest.pooling,
         hidden_size=manifest.arch.hidden_size,
-        max_input_length=engine.tokenizer.max_length,
-        max_batch_tokens=settings.max_batch_tokens,
-        max_batch_requests=settings.max_batch_size,
-        max_client_batch_size=settings.max_inputs_per_request,
-        max_concurrent_requests=settings.max_queue,
-        max_top_k=settings.max_top_k,
+        max_input_length=runtime.tokenizer.max_length,
+        max_batch_tokens=options.max_batch_tokens,
+        max_batch_requests=options.max_batch_size,
+        max_client_batch_size=options.max_inputs_per_request,
+        max_concurrent_requests=options.max_queue,
+        max_queue_ms=options.max_queue_ms,
+        max_top_k=options.max_top_k,
         mask_token=mask.token if mask is not None else None,
-        tokenization_workers=engine.tokenization_workers,
-        auto_truncate=False,
         demo=selection.demo or manifest.demo,
         model_selection_reason=selection.reason,
+        ready=runtime.ready,
+    )
+
+
+@router.get("/info", response_model=Info, summary="What is served, on what, within which limits")
+async def info(request: Request) -> Info:
+    registry = registry_of(request)
+    settings: Settings = request.app.state.settings
+    models = [model_info(registry, runtime) for runtime in registry]
+    return Info(
+        **models[0].model_dump(),
+        tokenization_workers=request.app.state.workers.threads,
+        auto_truncate=False,
         version=__version__,
         sha=settings.build_sha,
         docker_label=settings.docker_label,
+        models=models,
     )
 
 
@@ -85,7 +94,8 @@ async def info(request: Request) -> Info:
     responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text"}},
 )
 async def metrics(request: Request) -> Response:
-    engine = engine_of(request)
-    engine.metrics.queue_depth.set(engine.batcher.queue_depth)
-    engine.metrics.ready.set(1 if engine.ready else 0)
-    return Response(engine.metrics.render(), media_type=CONTENT_TYPE)
+    for runtime in registry_of(request):
+        runtime.metrics.queue_depth.set(runtime.batcher.queue_depth)
+        runtime.metrics.admitted_tokens.set(runtime.admission.tokens)
+        runtime.metrics.ready.set(1 if runtime.ready else 0)
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE)

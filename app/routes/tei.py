@@ -4,20 +4,19 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from app.errors import error_responses
-from app.routes.common import engine_of, json_response
+from app.registry import ANY_TASK
+from app.routes.common import ModelQuery, json_response, runtime_for
+from app.schemas import ModelRequest, Texts, TokenIdList
+from app.tokenizer import Token
 
 router = APIRouter(tags=["tokenizer"])
 
 
-class _Request(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore")
-
-
-class TokenizeRequest(_Request):
-    inputs: str | list[str] = Field(examples=["test"])
+class TokenizeRequest(ModelRequest):
+    inputs: str | Texts = Field(examples=["test"])
     add_special_tokens: bool = Field(default=True, description="Add [CLS] and [SEP] as the model sees them.")
 
 
@@ -29,51 +28,41 @@ class SimpleToken(BaseModel):
     stop: int | None
 
 
-class DecodeRequest(_Request):
-    ids: list[int] | list[list[int]] = Field(examples=[[101, 3231, 102]])
+class DecodeRequest(ModelRequest):
+    ids: TokenIdList | list[TokenIdList] = Field(examples=[[101, 3231, 102]])
     skip_special_tokens: bool = True
+
+
+def token_json(text: str, token: Token) -> dict[str, object]:
+    # TEI reports the covered input text ("ing" for "##ing"), and the token for specials.
+    covered = token.text if token.start is None or token.stop is None else text[token.start : token.stop]
+    return {"id": token.id, "text": covered, "special": token.special, "start": token.start, "stop": token.stop}
 
 
 @router.post(
     "/tokenize",
     response_model=list[list[SimpleToken]],
     summary="Tokenize inputs (TEI's /tokenize): one token list per input",
-    responses=error_responses("tokenizer"),
+    responses=error_responses("tokenizer", "model_not_found", "overloaded"),
 )
-async def tokenize(body: TokenizeRequest, request: Request) -> Response:
-    engine = engine_of(request)
+async def tokenize(body: TokenizeRequest, request: Request, model: ModelQuery = None) -> Response:
+    runtime = runtime_for(request, body.model, model, ANY_TASK)
     texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
-    engine.check_limits(len(texts))
-    result = []
-    for index, text in enumerate(texts):
-        tokens = engine.tokenizer.tokenize(text, add_special_tokens=body.add_special_tokens, label=f"input {index}")
-        result.append(
-            [
-                {
-                    "id": token.id,
-                    # TEI reports the covered input text ("ing" for "##ing"), and the token for specials.
-                    "text": token.text if token.start is None or token.stop is None else text[token.start : token.stop],
-                    "special": token.special,
-                    "start": token.start,
-                    "stop": token.stop,
-                }
-                for token in tokens
-            ]
-        )
-    return json_response(result)
+    tokenized = await runtime.tokenize(texts, body.add_special_tokens)
+    return await json_response(
+        request,
+        lambda: [[token_json(text, token) for token in tokens] for text, tokens in zip(texts, tokenized, strict=True)],
+    )
 
 
 @router.post(
     "/decode",
     response_model=list[str],
     summary="Decode token ids to text (TEI's /decode): one string per id list",
-    responses=error_responses(),
+    responses=error_responses("model_not_found", "overloaded"),
 )
-async def decode(body: DecodeRequest, request: Request) -> Response:
-    engine = engine_of(request)
+async def decode(body: DecodeRequest, request: Request, model: ModelQuery = None) -> Response:
+    runtime = runtime_for(request, body.model, model, ANY_TASK)
     single = not body.ids or isinstance(body.ids[0], int)
     sequences: list[list[int]] = [body.ids] if single else body.ids  # type: ignore[list-item,assignment]
-    engine.check_limits(len(sequences))
-    for index, ids in enumerate(sequences):
-        engine.tokenizer.check_ids(ids, f"ids {index}")
-    return json_response([engine.tokenizer.decode(ids, body.skip_special_tokens) for ids in sequences])
+    return await json_response(request, await runtime.decode(sequences, body.skip_special_tokens))

@@ -140,4 +140,7 @@ def test_app_open_routes_stay_open(served: TestClient, path: str) -> None:
 
 def test_app_unauthorized_is_counted(served: TestClient) -> None:
     served.post("/embed", json={"inputs": "x"})
-    assert 'distilserve_failures_total{error_type="unauthorized"}' in served.get("/metrics").text
+    # The key is checked before the route picks a model: the failure carries an empty model label.
+    sample = 'distilserve_failures_total{error_type="unauthorized",model=""} '
+    line = next(line for line in served.get("/metrics").text.splitlines() if line.startswith(sample))
+    assert float(line.removeprefix(sample)) >= 1

@@ -60,10 +60,11 @@ def assert_openai_error(response: object, status: int, code: str, *fragments: st
 class TestRoutes:
     @pytest.mark.parametrize("path", ["/v1/embeddings", "/embeddings"])
     def test_float_equals_normalized_embed(self, client: TestClient, path: str) -> None:
-        response = client.post(path, json={"input": TEXTS, "model": "my-model", "encoding_format": "float"})
+        model = client.get("/info").json()["model_id"]
+        response = client.post(path, json={"input": TEXTS, "model": model, "encoding_format": "float"})
         assert response.status_code == 200, response.text
         body = response.json()
-        assert body["model"] == "my-model"
+        assert body["model"] == model
         assert [item["index"] for item in body["data"]] == [0, 1]
         got = np.asarray([item["embedding"] for item in body["data"]], dtype=np.float32)
         np.testing.assert_allclose(got, embed(client, TEXTS), atol=1e-6)
@@ -74,6 +75,13 @@ class TestRoutes:
         body = client.post("/v1/embeddings", json={"input": TEXTS[0], "encoding_format": "base64"}).json()
         decoded = np.frombuffer(base64.b64decode(body["data"][0]["embedding"]), dtype="<f4")
         np.testing.assert_allclose(decoded, embed(client, [TEXTS[0]])[0], atol=1e-6)
+
+    def test_unknown_model_is_model_not_found(self, client: TestClient) -> None:
+        response = client.post("/v1/embeddings", json={"input": "x", "model": "text-embedding-3-small"})
+        assert response.status_code == 404
+        error = response.json()["error"]
+        assert error["code"] == "model_not_found" and error["type"] == "invalid_request_error"
+        assert "text-embedding-3-small" in error["message"] and client.get("/info").json()["model_id"] in error["message"]
 
     def test_model_defaults_to_the_served_one(self, client: TestClient) -> None:
         body = client.post("/v1/embeddings", json={"input": "x"}).json()

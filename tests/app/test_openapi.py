@@ -10,11 +10,11 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from app.backend import FakeBackend
 from app.errors import ERROR_TABLE, error_body_model
 from app.routes import docs
 from app.server import create_app
 from app.settings import Settings
+from tests.app.fakes import FakeBackend, factory
 from tests.app.conftest import FAKE_HIDDEN
 
 # Route -> the error kinds its handler (or the layers around it) can answer with.
@@ -32,7 +32,7 @@ EXPECTED_ERRORS: dict[str, tuple[str, ...]] = {
 
 def openapi(model_dir: Path, api_key: SecretStr | None = None) -> dict[str, Any]:
     backend = FakeBackend(hidden_size=FAKE_HIDDEN, vocab_size=30522, mask_id=103)
-    app = create_app(Settings(model_dir=model_dir, api_key=api_key), backend)
+    app = create_app(Settings(model_dir=model_dir, api_key=api_key), factory(backend))
     return app.openapi()
 
 
@@ -83,7 +83,7 @@ def test_401_is_documented_only_when_a_key_is_enforced(fake_model_dir: Path) -> 
 
 def test_documented_error_body_is_what_is_sent(fake_model_dir: Path) -> None:
     backend = FakeBackend(hidden_size=FAKE_HIDDEN, vocab_size=30522, mask_id=103)
-    client = TestClient(create_app(Settings(model_dir=fake_model_dir), backend))
+    client = TestClient(create_app(Settings(model_dir=fake_model_dir), factory(backend)))
     for path, body in (("/embed", {"inputs": 3}), ("/v1/embeddings", {"input": 3})):
         response = client.post(path, json=body)
         assert response.status_code == 422
@@ -92,7 +92,7 @@ def test_documented_error_body_is_what_is_sent(fake_model_dir: Path) -> None:
 
 def test_docs_page_uses_local_assets_when_bundled(fake_model_dir: Path) -> None:
     backend = FakeBackend(hidden_size=FAKE_HIDDEN, vocab_size=30522, mask_id=103)
-    client = TestClient(create_app(Settings(model_dir=fake_model_dir), backend))
+    client = TestClient(create_app(Settings(model_dir=fake_model_dir), factory(backend)))
     page = client.get("/docs")
     assert page.status_code == 200 and "/openapi.json" in page.text
     if docs.swagger_ui_dir() is None:
@@ -105,7 +105,7 @@ def test_docs_page_uses_local_assets_when_bundled(fake_model_dir: Path) -> None:
 
 def test_root_body_is_documented_as_either_request(fake_model_dir: Path) -> None:
     backend = FakeBackend(hidden_size=FAKE_HIDDEN, vocab_size=30522, mask_id=103)
-    document = create_app(Settings(model_dir=fake_model_dir), backend).openapi()
+    document = create_app(Settings(model_dir=fake_model_dir), factory(backend)).openapi()
     schema = document["paths"]["/"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     refs = {option["$ref"].rsplit("/", 1)[-1] for option in schema["anyOf"]}
     assert refs == {"FillMaskRequest", "EmbedRequest"}

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.backend import OnnxBackend, pad, split_outputs
+from app.backend import OnnxBackend, TokenBatch, TokenItem, Wants, pad, split_outputs
 from app.providers import (
     CPU,
     CUDA,
@@ -108,11 +108,14 @@ def test_io_binding_path_matches_plain_run(tiny_mlm_model_dir: Path) -> None:
     """The CUDA IO-binding code path, exercised on CPU memory: same outputs as session.run."""
     manifest = read_manifest(tiny_mlm_model_dir)
     settings = Settings(model_dir=tiny_mlm_model_dir, providers=["cpu"], intra_op_threads=1)
-    backend = OnnxBackend(tiny_mlm_model_dir, manifest, settings, ShapeLimits(4, 512, 128))
+    backend = OnnxBackend(tiny_mlm_model_dir, manifest, settings, ShapeLimits(4, 512, 128), settings.trt_cache_path)
     assert backend.info.io_binding is False and backend.info.providers == [CPU]
-    batch = pad([np.array([101, 7592, 103, 102]), np.array([101, 103, 2088, 103, 1012, 102])], 0)
+    wants = Wants(embedding=True, mask_top_k=5)
+    batch = TokenBatch.of(
+        [TokenItem(np.array(ids), wants) for ids in ([101, 7592, 103, 102], [101, 103, 2088, 103, 1012, 102])]
+    )
     plain = backend.run(batch)
-    bound = backend._run_bound(batch, "cpu")
+    bound = backend._run_bound(pad(batch, 0), "cpu")
     np.testing.assert_allclose(bound["sentence_embedding"], np.stack([item.embedding for item in plain]), atol=1e-6)
     np.testing.assert_allclose(
         bound["mask_logits"], np.concatenate([item.mask_logits for item in plain]), atol=1e-5  # type: ignore[misc]

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 from fastapi import Request
 
-from app.backend import FakeBackend, PaddedBatch
+from app.backend import TokenBatch
 from app.errors import InvalidInput
 from app.server import StartupError, create_app
 from app.settings import Settings
 from tests.app.conftest import FAKE_HIDDEN, serving
+from tests.app.fakes import FakeBackend, factory
 
 
 def fake(**overrides: object) -> FakeBackend:
@@ -30,7 +31,7 @@ def settings_for(model_dir: Path, **overrides: object) -> Settings:
 
 def test_fake_backend_answers_through_the_whole_path(fake_model_dir: Path) -> None:
     backend = fake()
-    with serving(create_app(settings_for(fake_model_dir), backend)) as client:
+    with serving(create_app(settings_for(fake_model_dir), factory(backend))) as client:
         vectors = client.post("/embed", json={"inputs": ["a b c", "hello"], "normalize": False}).json()
         ids = np.array([101, 1037, 1038, 1039, 102])  # [CLS] a b c [SEP]
         np.testing.assert_allclose(vectors[0], backend.embedding(ids), rtol=1e-6)
@@ -41,28 +42,21 @@ def test_fake_backend_answers_through_the_whole_path(fake_model_dir: Path) -> No
 
 
 def test_warm_up_runs_the_largest_configured_shapes_before_ready(fake_model_dir: Path) -> None:
-    seen: list[tuple[int, int]] = []
     backend = fake()
-    original = backend.warm_up
-
-    def recording(shapes, mask_id):  # type: ignore[no-untyped-def]
-        seen.extend(shapes)
-        original(shapes, mask_id)
-
-    backend.warm_up = recording  # type: ignore[method-assign]
     settings = settings_for(fake_model_dir, max_batch_tokens=256, max_batch_size=16)
-    with serving(create_app(settings, backend)):
-        pass
+    with serving(create_app(settings, factory(backend))):
+        seen = [(len(batch), batch[0]) for batch in backend.batches]
     assert seen == [(8, 32), (16, 16)]  # longest inputs (32 = max length) and the widest batch
 
 
 def test_not_ready_until_warm_up_finishes(fake_model_dir: Path) -> None:
     gate = threading.Event()
     backend = fake()
-    backend.warm_up = lambda shapes, mask_id: gate.wait(10)  # type: ignore[method-assign,assignment,return-value]
-    with serving(create_app(settings_for(fake_model_dir), backend), ready=False) as client:
+    original = backend.run
+    backend.run = lambda batch: (gate.wait(10), original(batch))[1]  # type: ignore[method-assign]
+    with serving(create_app(settings_for(fake_model_dir), factory(backend)), ready=False) as client:
         assert client.get("/ready").status_code == 503
-        assert client.get("/ready").json() == {"ready": False, "reason": "warming up"}
+        assert client.get("/ready").json() == {"ready": False, "reason": "warming up", "models": {"fake-model": "warming up"}}
         assert client.get("/health").status_code == 200
         gate.set()
         from tests.app.conftest import wait_ready
@@ -71,8 +65,8 @@ def test_not_ready_until_warm_up_finishes(fake_model_dir: Path) -> None:
 
 
 def test_a_failing_batch_is_a_generic_backend_error(fake_model_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
-    backend = fake(fail_if=lambda batch: bool((batch.input_ids == 7592).any()))  # "hello"
-    with serving(create_app(settings_for(fake_model_dir), backend)) as client:
+    backend = fake(fail_if=lambda batch: bool((batch.ids == 7592).any()))  # "hello"
+    with serving(create_app(settings_for(fake_model_dir), factory(backend))) as client:
         response = client.post("/embed", json={"inputs": "hello"})
         assert response.status_code == 500
         assert response.json() == {"error": "inference failed", "error_type": "backend"}
@@ -85,18 +79,18 @@ def test_full_queue_is_429_with_retry_after(fake_model_dir: Path) -> None:
     gate, started = threading.Event(), threading.Event()
     backend = fake()
 
-    def blocked(batch: PaddedBatch):  # type: ignore[no-untyped-def]
+    def blocked(batch: TokenBatch):  # type: ignore[no-untyped-def]
         started.set()
         gate.wait(10)
         return FakeBackend.run(backend, batch)
 
     settings = settings_for(fake_model_dir, max_queue=4, max_inputs_per_request=4, retry_after_s=2, max_batch_size=1)
-    with serving(create_app(settings, backend)) as client:
+    with serving(create_app(settings, factory(backend))) as client:
         backend.run = blocked  # type: ignore[method-assign]
         results: list[int] = []
         first = threading.Thread(target=lambda: results.append(client.post("/embed", json={"inputs": "a"}).status_code))
         first.start()  # "a" occupies the worker
-        engine = client.app.state.engine  # type: ignore[attr-defined]
+        engine = client.app.state.registry.default  # type: ignore[attr-defined]
         assert started.wait(10)
         second = threading.Thread(
             target=lambda: results.append(client.post("/embed", json={"inputs": ["b", "c", "d"]}).status_code)
@@ -115,8 +109,8 @@ def test_full_queue_is_429_with_retry_after(fake_model_dir: Path) -> None:
 
 
 def test_loop_death_turns_readiness_503(fake_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with serving(create_app(settings_for(fake_model_dir), fake())) as client:
-        batcher = client.app.state.engine.batcher  # type: ignore[attr-defined]
+    with serving(create_app(settings_for(fake_model_dir), factory(fake()))) as client:
+        batcher = client.app.state.registry.default.batcher  # type: ignore[attr-defined]
 
         def broken() -> list[object]:
             raise RuntimeError("bug")
@@ -131,7 +125,7 @@ def test_loop_death_turns_readiness_503(fake_model_dir: Path, monkeypatch: pytes
 
 
 def test_unexpected_errors_are_a_generic_500(fake_model_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
-    app = create_app(settings_for(fake_model_dir), fake())
+    app = create_app(settings_for(fake_model_dir), factory(fake()))
 
     async def explode(request: Request) -> None:
         raise KeyError("secret-internal-detail")
@@ -147,7 +141,7 @@ def test_unexpected_errors_are_a_generic_500(fake_model_dir: Path, caplog: pytes
 
 @pytest.mark.parametrize("path", ["/v1/embeddings", "/embeddings"])
 def test_openai_paths_get_openai_error_bodies(fake_model_dir: Path, path: str) -> None:
-    app = create_app(settings_for(fake_model_dir), fake())
+    app = create_app(settings_for(fake_model_dir), factory(fake()))
 
     async def refuse(request: Request) -> None:
         raise InvalidInput("`dimensions` is too large")
@@ -170,8 +164,9 @@ def test_disconnected_clients_inputs_are_skipped(fake_model_dir: Path) -> None:
     from app.routes.common import cancel_on_disconnect
 
     backend = fake()
-    with serving(create_app(settings_for(fake_model_dir), backend)) as client:
-        engine = client.app.state.engine  # type: ignore[attr-defined]
+    with serving(create_app(settings_for(fake_model_dir), factory(backend))) as client:
+        engine = client.app.state.registry.default  # type: ignore[attr-defined]
+        backend.forget_batches()  # the warm-up's
         gate = threading.Event()
         original = backend.run
         backend.run = lambda batch: (gate.wait(10), original(batch))[1]  # type: ignore[method-assign]
@@ -205,21 +200,28 @@ def _copy(source: Path, destination: Path) -> Path:
     return destination
 
 
-def test_start_up_refuses_a_checksum_mismatch(fake_model_dir: Path, tmp_path: Path) -> None:
-    directory = _copy(fake_model_dir, tmp_path / "model")
+def test_start_up_refuses_a_checksum_mismatch(tiny_mlm_model_dir: Path, tmp_path: Path) -> None:
+    directory = _copy(tiny_mlm_model_dir, tmp_path / "model")
     (directory / "model.fp32.onnx").write_bytes(b"tampered")
-    with pytest.raises(StartupError, match="refusing to serve.*sha256"):
-        create_app(settings_for(directory), fake())
+    with pytest.raises(StartupError, match="model.fp32.onnx: sha256"):
+        create_app(Settings(model_dir=directory, providers=["cpu"]))
+
+
+def test_start_up_refuses_a_tampered_tokenizer(fake_model_dir: Path, tmp_path: Path) -> None:
+    directory = _copy(fake_model_dir, tmp_path / "model")
+    (directory / "tokenizer.json").write_text("{}")
+    with pytest.raises(StartupError, match="refusing to serve.*tokenizer.json: sha256"):
+        create_app(settings_for(directory), factory(fake()))
 
 
 def test_start_up_refuses_a_directory_without_manifest(tmp_path: Path) -> None:
     with pytest.raises(StartupError, match="no manifest.json"):
-        create_app(settings_for(tmp_path), fake())
+        create_app(settings_for(tmp_path), factory(fake()))
 
 
 def test_start_up_refuses_a_max_input_length_over_the_models(fake_model_dir: Path) -> None:
     with pytest.raises(StartupError, match="max_input_length 64 exceeds the model's max_length 32"):
-        create_app(settings_for(fake_model_dir, max_input_length=64), fake())
+        create_app(settings_for(fake_model_dir, max_input_length=64), factory(fake()))
 
 
 def test_start_up_refuses_fill_mask_without_a_mask_token(fake_model_dir: Path, tmp_path: Path) -> None:
@@ -228,7 +230,7 @@ def test_start_up_refuses_fill_mask_without_a_mask_token(fake_model_dir: Path, t
     manifest["special_tokens"]["mask"] = None
     (directory / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(StartupError, match="no mask token"):
-        create_app(settings_for(directory), fake())
+        create_app(settings_for(directory), factory(fake()))
 
 
 def test_cli_exits_2_with_a_clear_message(tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ def test_env_vars_and_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.providers == ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     assert settings.api_key is not None and settings.api_key.get_secret_value() == "k"
     assert settings.port == 9100  # the flag wins over the env var
-    assert settings.strict_providers is True and settings.model_dir == Path("/models/x")
+    assert settings.strict_providers is True and settings.model_dir == [Path("/models/x")]
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,7 @@ def free_port() -> int:
 
 
 def queue_depth(url: str) -> float:
-    match = re.search(r"(?m)^distilserve_queue_depth ([0-9.e+-]+)", httpx.get(f"{url}/metrics").text)
+    match = re.search(r"(?m)^distilserve_queue_depth\{[^}]*\} ([0-9.e+-]+)", httpx.get(f"{url}/metrics").text)
     return float(match.group(1)) if match else -1.0
 
 

@@ -35,7 +35,8 @@ def test_fill_mask_caps_top_k_at_the_number_of_targets_and_builds_sequences() ->
     def decode(tokens, skip_special):  # type: ignore[no-untyped-def]
         return " ".join(str(t) for t in tokens if not (skip_special and t in (101, 102)))
 
-    answer = tasks.fill_mask(ids, logits, 103, 0, top_k=5, targets=np.array([1, 3]), decode=decode)
+    candidates = tasks.mask_candidates(logits, top_k=5, targets=np.array([1, 3]))
+    answer = tasks.fill_mask(ids, candidates, 103, 0, decode=decode)
     assert [(c["token"], round(c["score"], 6)) for c in answer] == [(3, 0.4), (1, 0.2)]  # type: ignore[index]
     assert answer[0]["sequence"] == "7 3 8"  # type: ignore[index]
 

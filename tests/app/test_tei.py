@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app.backend import FakeBackend
 from app.server import create_app
 from app.settings import Settings
+from tests.app.fakes import FakeBackend, factory
 from tests.app.conftest import FAKE_HIDDEN, serving
 
 TIMING_HEADERS = ("x-tokenization-time", "x-queue-time", "x-inference-time", "x-total-time")
@@ -102,7 +102,7 @@ def test_info_has_tei_fields(client: TestClient) -> None:
     ):
         assert field in info, field
     assert info["mask_token"] == "[MASK]"  # the widget reads it
-    assert info["tokenization_workers"] == 1
+    assert info["tokenization_workers"] == 2  # the worker pool's default size
 
 
 @pytest.mark.parametrize(
@@ -120,7 +120,7 @@ def test_info_build_fields_come_from_the_image_environment(
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
     backend = FakeBackend(hidden_size=FAKE_HIDDEN, vocab_size=30522, mask_id=103)
-    info = TestClient(create_app(Settings(model_dir=fake_model_dir), backend)).get("/info").json()
+    info = TestClient(create_app(Settings(model_dir=fake_model_dir), factory(backend))).get("/info").json()
     assert (info["sha"], info["docker_label"]) == expected
     assert info["model_sha"] == "abc123"  # the model's revision stays in TEI's model_sha
 

@@ -13,6 +13,7 @@ from tests.clients.live_server import LiveServer
 
 openai = pytest.importorskip("openai")
 
+MODEL_ID = "tiny-distilbert-mlm"  # the id tests/conftest.py exports the served model under
 SENTENCES = ["The cat sat on the mat.", "A quick brown fox.", "Embeddings map text to vectors."]
 
 
@@ -51,9 +52,9 @@ def test_default_base64_equals_embed(server: LiveServer) -> None:
     # Only observes the wire; the client's own behaviour (its default encoding_format) is untouched.
     http_client = httpx.Client(event_hooks={"request": [lambda request: sent.append(request.read())]})
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=API_KEY, http_client=http_client)
-    result = client.embeddings.create(model="any-name", input=SENTENCES[0])
+    result = client.embeddings.create(model=MODEL_ID, input=SENTENCES[0])
     assert b'"encoding_format":"base64"' in sent[0].replace(b" ", b"")
-    assert result.model == "any-name"
+    assert result.model == MODEL_ID
     assert len(result.data) == 1
     got = np.asarray(result.data[0].embedding, dtype=np.float32)
     np.testing.assert_allclose(got, direct_embed(server, SENTENCES[0])[0], atol=1e-6)
@@ -62,7 +63,7 @@ def test_default_base64_equals_embed(server: LiveServer) -> None:
 
 
 def test_explicit_float_list_input(client: openai.OpenAI, server: LiveServer) -> None:
-    result = client.embeddings.create(model="m", input=SENTENCES, encoding_format="float")
+    result = client.embeddings.create(model=MODEL_ID, input=SENTENCES, encoding_format="float")
     assert [item.index for item in result.data] == [0, 1, 2]
     got = np.asarray([item.embedding for item in result.data], dtype=np.float32)
     np.testing.assert_allclose(got, direct_embed(server, SENTENCES), atol=1e-6)
@@ -72,8 +73,8 @@ def test_explicit_float_list_input(client: openai.OpenAI, server: LiveServer) ->
 def test_token_id_input_equals_text(client: openai.OpenAI, server: LiveServer) -> None:
     ids = tokenize(server, SENTENCES[1])
     body = ids[1:-1]  # without [CLS]/[SEP]: the server adds them, as for text
-    one = client.embeddings.create(model="m", input=body)
-    many = client.embeddings.create(model="m", input=[ids, body])
+    one = client.embeddings.create(model=MODEL_ID, input=body)
+    many = client.embeddings.create(model=MODEL_ID, input=[ids, body])
     expected = direct_embed(server, SENTENCES[1])[0]
     np.testing.assert_allclose(one.data[0].embedding, expected, atol=1e-5)
     for item in many.data:
@@ -82,7 +83,7 @@ def test_token_id_input_equals_text(client: openai.OpenAI, server: LiveServer) -
 
 
 def test_dimensions_truncate_and_renormalize(client: openai.OpenAI, server: LiveServer) -> None:
-    result = client.embeddings.create(model="m", input=SENTENCES[2], dimensions=8)
+    result = client.embeddings.create(model=MODEL_ID, input=SENTENCES[2], dimensions=8)
     got = np.asarray(result.data[0].embedding)
     assert got.shape == (8,)
     full = direct_embed(server, SENTENCES[2])[0][:8]
@@ -92,7 +93,7 @@ def test_dimensions_truncate_and_renormalize(client: openai.OpenAI, server: Live
 def test_client_error_is_shown_and_not_retried(client: openai.OpenAI, server: LiveServer) -> None:
     before = requests_to(server, "/v1/embeddings")
     with pytest.raises(openai.APIStatusError) as caught:
-        client.embeddings.create(model="m", input=SENTENCES[0], dimensions=100_000)
+        client.embeddings.create(model=MODEL_ID, input=SENTENCES[0], dimensions=100_000)
     error = caught.value
     assert 400 <= error.status_code < 500
     assert "dimensions" in error.message
@@ -104,10 +105,23 @@ def test_client_error_is_shown_and_not_retried(client: openai.OpenAI, server: Li
 def test_wrong_key_is_an_authentication_error(server: LiveServer) -> None:
     wrong = openai.OpenAI(base_url=f"{server.url}/v1", api_key="wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError, match="invalid API key"):
-        wrong.embeddings.create(model="m", input="hello")
+        wrong.embeddings.create(model=MODEL_ID, input="hello")
+
+
+def test_models_list_names_the_served_model(server: LiveServer) -> None:
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=API_KEY)
+    assert [model.id for model in client.models.list()] == [MODEL_ID]
+
+
+def test_unknown_model_is_not_found_and_not_retried(server: LiveServer) -> None:
+    before = requests_to(server, "/v1/embeddings")
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=API_KEY)
+    with pytest.raises(openai.NotFoundError, match="not served here"):
+        client.embeddings.create(model="text-embedding-3-small", input="hello")
+    assert requests_to(server, "/v1/embeddings") - before == 1
 
 
 def test_base_url_without_v1_hits_embeddings(server: LiveServer) -> None:
     plain = openai.OpenAI(base_url=server.url, api_key=API_KEY)
-    result = plain.embeddings.create(model="m", input="hello")
+    result = plain.embeddings.create(model=MODEL_ID, input="hello")
     np.testing.assert_allclose(result.data[0].embedding, direct_embed(server, "hello")[0], atol=1e-6)

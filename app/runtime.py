@@ -1,0 +1,341 @@
+"""One model's runtime: its manifest, tokenizer, backend, batcher, admission, limits and task maths.
+
+Routes reach a runtime through the registry and call `embed`, `embeddings`, `fill_mask`, `tokenize`
+or `decode`; errors are ServiceErrors that the handlers render. Every request goes the same way:
+
+    admit (a permit, before any work) -> tokenize (worker pool) -> batcher -> backend (inference
+    thread; mask rows reduced to candidates there) -> post-process (worker pool) -> answer + timings
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from model_export.manifest import Manifest
+
+from app import tasks
+from app.admission import Admission, Permit, estimate_tokens
+from app.backend import Backend, ItemOutput, TokenBatch, TokenItem, Wants, warmup_batch
+from app.batcher import Batcher, BatchStats, ItemResult
+from app.errors import BackendError, InvalidInput, Unhealthy
+from app.metrics import ModelMetrics
+from app.model_config import ModelOptions
+from app.providers import ShapeLimits
+from app.tokenizer import Direction, TextTokenizer, Token
+from app.workers import WorkerPool
+
+log = logging.getLogger("distilserve.runtime")
+
+
+@dataclass(frozen=True)
+class Timings:
+    tokenization_s: float
+    queue_s: float
+    inference_s: float
+    total_s: float
+
+    def headers(self) -> dict[str, str]:
+        """TEI's timing headers, in milliseconds."""
+        return {
+            "x-tokenization-time": f"{self.tokenization_s * 1000:.3f}",
+            "x-queue-time": f"{self.queue_s * 1000:.3f}",
+            "x-inference-time": f"{self.inference_s * 1000:.3f}",
+            "x-total-time": f"{self.total_s * 1000:.3f}",
+        }
+
+
+@dataclass(frozen=True)
+class EmbeddingResult:
+    vectors: np.ndarray  # [inputs, hidden] float32, pooled, not normalized
+    token_counts: list[int]  # tokens per input, special tokens included
+    timings: Timings
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the inference thread hands back for one item: nothing vocabulary-wide survives a batch."""
+
+    embedding: np.ndarray | None
+    candidates: tasks.MaskCandidates | None
+
+
+class _BatchRunner:
+    """The batcher's processor: collate token items, run the backend, keep what each item wants."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    def prepare(self, items: Sequence[TokenItem]) -> TokenBatch:
+        return TokenBatch.of(items)
+
+    def run(self, batch: TokenBatch) -> list[Answer]:
+        outputs = self.backend.run(batch)
+        return [_answer(output, wants) for output, wants in zip(outputs, batch.wants, strict=True)]
+
+
+def _answer(output: ItemOutput, wants: Wants) -> Answer:
+    candidates = None
+    if wants.mask_logits and output.mask_logits is not None:
+        candidates = tasks.mask_candidates(output.mask_logits, wants.mask_top_k, wants.mask_targets)
+    return Answer(output.embedding if wants.embedding else None, candidates)
+
+
+class ModelRuntime:
+    def __init__(
+        self,
+        manifest: Manifest,
+        options: ModelOptions,
+        tokenizer: TextTokenizer,
+        backend: Backend,
+        metrics: ModelMetrics,
+        workers: WorkerPool,
+        retry_after_s: int,
+    ) -> None:
+        self.manifest = manifest
+        self.model_id = manifest.model_id
+        self.options = options
+        self.tokenizer = tokenizer
+        self.backend = backend
+        self.metrics = metrics
+        self.workers = workers
+        self.limits = ShapeLimits(options.max_batch_size, options.max_batch_tokens, tokenizer.max_length)
+        self.admission = Admission(
+            options.max_queue, options.max_queue_ms / 1000 if options.max_queue_ms else None, retry_after_s
+        )
+        self.batcher: Batcher[TokenItem, TokenBatch, Answer] = Batcher(
+            _BatchRunner(backend),
+            max_batch_tokens=options.max_batch_tokens,
+            max_batch_size=options.max_batch_size,
+            max_wait_s=options.max_wait_ms / 1000,
+            max_queue=options.max_queue,
+            retry_after_s=retry_after_s,
+            on_batch=self._observe_batch,
+            padded=backend.is_padded,
+            max_batch_rows=options.max_batch_mask_rows if "fill-mask" in manifest.tasks else None,
+        )
+        self.warmed = False
+        self.warmup_error: str | None = None
+        self._warmup_task: asyncio.Task[None] | None = None
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.manifest.tasks)
+
+    @property
+    def ready(self) -> bool:
+        return self.warmed and self.batcher.healthy
+
+    @property
+    def alive(self) -> bool:
+        return self.warmup_error is None and (self.batcher.healthy or self._warmup_task is None)
+
+    def not_ready_reason(self) -> str | None:
+        if self.ready:
+            return None
+        if self.warmup_error is not None:
+            return "warm-up failed"
+        return "warming up" if not self.warmed else "the batching loop has stopped"
+
+    async def start(self) -> None:
+        self.batcher.start()
+        self._warmup_task = asyncio.get_running_loop().create_task(self._warm_up())
+
+    async def stop(self) -> None:
+        if self._warmup_task is not None and not self._warmup_task.done():
+            self._warmup_task.cancel()
+        await self.batcher.close()
+
+    async def _warm_up(self) -> None:
+        # Runs on the inference thread, so requests that arrive meanwhile queue behind it.
+        shapes = self.limits.warmup_shapes() if self.options.warmup else []
+        special = self.manifest.special_tokens
+        started = time.perf_counter()
+        for batch, length in shapes:
+            warm = warmup_batch(batch, length, special.cls.id, special.sep.id, self.tokenizer.mask_id)
+            shape_started = time.perf_counter()
+            try:
+                await self.batcher.call_in_worker(lambda warm=warm: self.backend.run(warm))
+            except Exception as error:
+                self.warmup_error = f"{type(error).__name__}"
+                log.exception("%s: warm-up at %dx%d failed; the server will not report ready", self.model_id, batch, length)
+                return
+            # The first measure of throughput, so admission can bound waits from the first request on.
+            self.admission.observe(batch * length, time.perf_counter() - shape_started)
+        self.warmed = True
+        log.info("%s ready: warmed up at %s in %.2fs", self.model_id, shapes, time.perf_counter() - started)
+
+    def _observe_batch(self, stats: BatchStats) -> None:
+        self.metrics.observe_batch(stats)
+        if not stats.failed:
+            self.admission.observe(stats.real_tokens, stats.inference_s)
+
+    def check_count(self, count: int) -> None:
+        if count > self.options.max_inputs_per_request:
+            raise InvalidInput(
+                f"{count} inputs in one request; this server accepts at most {self.options.max_inputs_per_request}"
+            )
+
+    def check_dimensions(self, dimensions: int | None) -> None:
+        """Shortened embeddings keep 1 to hidden_size dimensions (TEI's /embed and OpenAI's `dimensions`)."""
+        hidden = self.manifest.arch.hidden_size
+        if dimensions is not None and not 1 <= dimensions <= hidden:
+            raise InvalidInput(f"dimensions must be between 1 and {hidden}, got {dimensions}")
+
+    def admit(self, count: int, estimated_tokens: int) -> Permit:
+        """Validate the request's size and take its permit, before any tokenization."""
+        self.check_count(count)
+        if self.warmup_error is not None:
+            raise Unhealthy("the model failed to warm up; see the server log")
+        permit = self.admission.admit(count, estimated_tokens)
+        self.metrics.admitted_tokens.set(self.admission.tokens)
+        return permit
+
+    async def _infer(
+        self, permit: Permit, items: list[TokenItem], rows: list[int], tokenization_s: float, started: float
+    ) -> tuple[list[Answer], Timings]:
+        permit.resize(sum(len(item.ids) for item in items))
+        futures = self.batcher.submit(items, [len(item.ids) for item in items], rows)
+        self.metrics.queue_depth.set(self.batcher.queue_depth)
+        try:
+            results: list[ItemResult[Answer]] = await asyncio.gather(*futures)
+        except BaseException:
+            for future in futures:  # the client went away or a sibling failed: drop what has not run
+                future.cancel()
+            raise
+        finally:
+            self.metrics.queue_depth.set(self.batcher.queue_depth)
+        queue_s = max(result.queue_s for result in results)
+        inference_s = max(result.inference_s for result in results)
+        timings = Timings(tokenization_s, queue_s, inference_s, time.perf_counter() - started)
+        self.metrics.observe_stages(timings.tokenization_s, timings.queue_s, timings.inference_s, timings.total_s)
+        return [result.value for result in results], timings
+
+    async def embed(
+        self,
+        texts: Sequence[str],
+        *,
+        normalize: bool = True,
+        truncate: bool = False,
+        direction: Direction = "right",
+        dimensions: int | None = None,
+    ) -> tuple[list[list[float]], Timings]:
+        """TEI /embed semantics: one float list per text."""
+        self.check_dimensions(dimensions)
+        result = await self.embeddings(texts=texts, truncate=truncate, direction=direction)
+        vectors = await self.workers.run(
+            lambda: [tasks.embedding(vector, normalize, dimensions) for vector in result.vectors]
+        )
+        return vectors, result.timings
+
+    async def embeddings(
+        self,
+        *,
+        texts: Sequence[str] | None = None,
+        ids: Sequence[Sequence[int]] | None = None,
+        truncate: bool = False,
+        direction: Direction = "right",
+    ) -> EmbeddingResult:
+        """Raw pooled embeddings (not normalized) for texts, or for pre-tokenized ids (OpenAI token-id
+        inputs, wrapped in [CLS] ... [SEP] unless already), with the token count of each input."""
+        started = time.perf_counter()
+        max_length = self.tokenizer.max_length
+        if texts is not None:
+            estimate = estimate_tokens(texts, max_length)
+            encode: Callable[[], list[np.ndarray]] = lambda: self.tokenizer.encode(  # noqa: E731
+                texts, truncate=truncate, direction=direction
+            )
+        else:
+            ids = ids or []
+            estimate = sum(min(max_length, len(row) + 2) for row in ids)
+            encode = lambda: self.tokenizer.encode_ids(ids, truncate=truncate, direction=direction)  # noqa: E731
+        with self.admit(len(texts) if texts is not None else len(ids or []), estimate) as permit:
+            sequences = await self.workers.run(encode)
+            items = [TokenItem(sequence, Wants(embedding=True)) for sequence in sequences]
+            answers, timings = await self._infer(
+                permit, items, self._mask_rows(sequences), time.perf_counter() - started, started
+            )
+        self.metrics.inputs["embed"].inc(len(answers))
+        vectors = np.stack([answer.embedding for answer in answers]).astype(np.float32, copy=False)
+        return EmbeddingResult(vectors, [len(sequence) for sequence in sequences], timings)
+
+    async def fill_mask(
+        self, texts: Sequence[str], *, top_k: int = 5, targets: Sequence[str] | None = None
+    ) -> tuple[list[Any], Timings]:
+        """One pipeline-shaped answer per text."""
+        started = time.perf_counter()
+        if not 1 <= top_k <= self.options.max_top_k:
+            raise InvalidInput(f"top_k must be between 1 and {self.options.max_top_k}, got {top_k}")
+        mask_id = self.tokenizer.mask_id
+        assert mask_id is not None  # the registry only routes fill-mask to models that have a mask token
+        with self.admit(len(texts), estimate_tokens(texts, self.tokenizer.max_length)) as permit:
+            sequences, target_ids = await self.workers.run(self._encode_fill_mask, texts, targets)
+            rows = self._mask_rows(sequences)
+            self._check_candidates(rows, top_k if target_ids is None else min(top_k, len(target_ids)))
+            wants = Wants(embedding=False, mask_top_k=top_k, mask_targets=target_ids)
+            items = [TokenItem(sequence, wants) for sequence in sequences]
+            answers, timings = await self._infer(permit, items, rows, time.perf_counter() - started, started)
+            results = await self.workers.run(self._fill_mask_answers, sequences, answers, mask_id)
+        self.metrics.inputs["fill-mask"].inc(len(answers))
+        return results, timings
+
+    def _fill_mask_answers(self, sequences: Sequence[np.ndarray], answers: Sequence[Answer], mask_id: int) -> list[Any]:
+        pad_id = self.manifest.special_tokens.pad.id
+        results = []
+        for ids, answer in zip(sequences, answers, strict=True):
+            if answer.candidates is None:
+                raise BackendError("inference failed")  # a graph without mask outputs; the registry prevents it
+            results.append(tasks.fill_mask(ids, answer.candidates, mask_id, pad_id, self.tokenizer.decode))
+        return results
+
+    def _encode_fill_mask(
+        self, texts: Sequence[str], targets: Sequence[str] | None
+    ) -> tuple[list[np.ndarray], np.ndarray | None]:
+        target_ids = None
+        if targets is not None:
+            target_ids = tasks.target_ids(targets, self.tokenizer.token_to_id, self.tokenizer.first_piece)
+            if target_ids is None:
+                raise InvalidInput("targets: none of the targets maps to a vocabulary token")
+        return self.tokenizer.encode(texts, require_mask=True), target_ids
+
+    def _mask_rows(self, sequences: Sequence[np.ndarray]) -> list[int]:
+        """Mask-logit rows each input costs (the graph emits one per mask token, whatever the task)."""
+        mask_id = self.tokenizer.mask_id
+        if mask_id is None or "fill-mask" not in self.manifest.tasks:
+            return [0] * len(sequences)
+        rows = [int((ids == mask_id).sum()) for ids in sequences]
+        limit = self.options.max_batch_mask_rows
+        for index, count in enumerate(rows):
+            if count > limit:
+                raise InvalidInput(
+                    f"input {index} has {count} mask tokens; this model takes at most {limit} per input "
+                    "(max_batch_mask_rows); use fewer masks"
+                )
+        return rows
+
+    def _check_candidates(self, rows: Sequence[int], top_k: int) -> None:
+        """Bound a fill-mask answer: each candidate decodes a whole sequence, so many masks times a
+        large top_k would take the workers for seconds. The bound admits the largest request of
+        single-mask inputs (max_inputs_per_request of them at max_top_k)."""
+        masks = sum(rows)
+        limit = self.options.max_inputs_per_request * self.options.max_top_k
+        if masks * top_k > limit:
+            raise InvalidInput(
+                f"{masks} mask tokens x top_k {top_k} is {masks * top_k} candidates; this server returns at most "
+                f"{limit} per request (use fewer masks or a smaller top_k)"
+            )
+
+    async def tokenize(self, texts: Sequence[str], add_special_tokens: bool) -> list[list[Token]]:
+        """TEI's /tokenize: the same input count and length limits as inference."""
+        with self.admit(len(texts), 0):
+            return await self.workers.run(self.tokenizer.tokenize_all, texts, add_special_tokens)
+
+    async def decode(self, sequences: Sequence[Sequence[int]], skip_special_tokens: bool) -> list[str]:
+        with self.admit(len(sequences), 0):
+            return await self.workers.run(self.tokenizer.decode_all, sequences, skip_special_tokens)
