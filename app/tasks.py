@@ -33,7 +33,10 @@ def target_ids(targets: Sequence[str], token_to_id: Callable[[str], int | None],
 
 
 def top_k_indices(values: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k largest values, largest first (ties: lower index first, like torch.topk on CPU)."""
+    """Indices of the k largest values, largest first (ties: lower index first, like torch.topk on CPU).
+    k = 0 is empty, as torch's is; a k past the end is capped (torch would raise)."""
+    if k < 0:
+        raise ValueError(f"k must be at least 0, got {k}")
     k = min(k, values.shape[-1])
     if k < values.shape[-1]:
         candidates = np.argpartition(-values, k - 1)[:k]
@@ -51,11 +54,11 @@ def fill_mask(
     targets: np.ndarray | None,
     decode: Decode,
 ) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
-    """One input's answer: a list of candidates for one mask, one such list per mask for several."""
+    """One input's answer: a list of candidates for one mask, one such list per mask for several.
+    top_k = 0 answers an empty list per mask, as the pipeline does."""
     if targets is not None:
         top_k = min(top_k, len(targets))
-    kept = ids[ids != pad_id]  # the pipeline drops padding (here: a literal [PAD] in the text)
-    positions = np.flatnonzero(kept == mask_id)
+    positions = np.flatnonzero(ids == mask_id)
     single = len(positions) == 1
     result = []
     for row, position in zip(mask_logits, positions, strict=True):
@@ -65,8 +68,11 @@ def fill_mask(
         candidates = []
         for index in top_k_indices(probs, top_k):
             token = int(targets[index]) if targets is not None else int(index)
-            tokens = kept.copy()
+            tokens = ids.copy()
             tokens[position] = token
+            # The pipeline drops padding after the candidate goes in: a literal [PAD] in the text and
+            # a [PAD] candidate both leave the sequence.
+            tokens = tokens[tokens != pad_id]
             candidates.append(
                 {
                     "score": float(probs[index]),
