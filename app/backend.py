@@ -44,12 +44,12 @@ class Wants:
     nobody wants, or reduce mask logits to candidates itself."""
 
     embedding: bool = True
-    mask_top_k: int = 0
+    mask_top_k: int | None = None  # None: no fill-mask candidates (0: an empty list per mask)
     mask_targets: np.ndarray | None = None
 
     @property
     def mask_logits(self) -> bool:
-        return self.mask_top_k > 0
+        return self.mask_top_k is not None
 
 
 @dataclass(frozen=True)
@@ -147,7 +147,7 @@ def warmup_batch(batch: int, length: int, cls_id: int, sep_id: int, mask_id: int
     body[0], body[-1] = cls_id, sep_id
     if mask_id is not None and length > 2:
         body[1] = mask_id  # exercise the mask-logits path at full width too
-    wants = Wants(embedding=True, mask_top_k=5 if mask_id is not None else 0)
+    wants = Wants(embedding=True, mask_top_k=5 if mask_id is not None else None)
     return TokenBatch.of([TokenItem(body, wants) for _ in range(batch)])
 
 

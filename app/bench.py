@@ -31,14 +31,6 @@ from typing import Any
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-STSB = REPO_ROOT.parent / "shared" / "data" / "stsb" / "stsb-en-test.csv"
-FALLBACK_SENTENCES = [
-    "A man is playing a guitar.",
-    "The quick brown fox jumps over the lazy dog.",
-    "Three children are running through a field of tall grass on a sunny afternoon.",
-    "Stocks fell sharply on Monday after the central bank signalled that interest rates would stay high.",
-    "Hi.",
-]
 
 
 @dataclass
@@ -55,12 +47,16 @@ class Row:
 
 
 def load_sentences(limit: int | None) -> list[str]:
-    if STSB.is_file():
-        with STSB.open(newline="") as handle:
-            sentences = {cell.strip() for row in csv.reader(handle) for cell in row[:2] if cell.strip()}
-        ordered = sorted(sentences)
-    else:
-        ordered = FALLBACK_SENTENCES
+    """The STS-B test split's unique sentences, shuffled with a fixed seed; without the file, exit."""
+    from app.data import stsb_test_csv
+
+    try:
+        path = stsb_test_csv()
+    except FileNotFoundError as error:
+        raise SystemExit(f"bench: {error}") from None
+    with path.open(newline="", encoding="utf-8") as handle:
+        sentences = {cell.strip() for row in csv.reader(handle) for cell in row[:2] if cell.strip()}
+    ordered = sorted(sentences)
     random.Random(0).shuffle(ordered)
     return ordered[:limit] if limit else ordered
 
@@ -94,7 +90,7 @@ def bench_raw(model_dir: Path, texts: list[str], duration: float) -> tuple[list[
     tokenizer = TextTokenizer(model_dir / manifest.tokenizer_file, manifest.special_tokens, max_length, manifest.clean_up_tokenization_spaces)
     limits = ShapeLimits(settings.max_batch_size, settings.max_batch_tokens, max_length)
     backend = OnnxBackend(model_dir, manifest, settings, limits, settings.trt_cache_path)
-    wants = Wants(embedding=True, mask_top_k=5 if tokenizer.mask_id is not None else 0)
+    wants = Wants(embedding=True, mask_top_k=5 if tokenizer.mask_id is not None else None)
     sequences = tokenizer.encode(texts, truncate=True)
     special = manifest.special_tokens
     for batch, length in limits.warmup_shapes():

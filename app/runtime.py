@@ -82,7 +82,7 @@ class _BatchRunner:
 
 def _answer(output: ItemOutput, wants: Wants) -> Answer:
     candidates = None
-    if wants.mask_logits and output.mask_logits is not None:
+    if wants.mask_top_k is not None and output.mask_logits is not None:
         candidates = tasks.mask_candidates(output.mask_logits, wants.mask_top_k, wants.mask_targets)
     return Answer(output.embedding if wants.embedding else None, candidates)
 
@@ -270,8 +270,8 @@ class ModelRuntime:
     ) -> tuple[list[Any], Timings]:
         """One pipeline-shaped answer per text."""
         started = time.perf_counter()
-        if not 1 <= top_k <= self.options.max_top_k:
-            raise InvalidInput(f"top_k must be between 1 and {self.options.max_top_k}, got {top_k}")
+        if not 0 <= top_k <= self.options.max_top_k:  # 0 answers empty lists, as the pipeline does
+            raise InvalidInput(f"top_k must be between 0 and {self.options.max_top_k}, got {top_k}")
         mask_id = self.tokenizer.mask_id
         assert mask_id is not None  # the registry only routes fill-mask to models that have a mask token
         with self.admit(len(texts), estimate_tokens(texts, self.tokenizer.max_length)) as permit:

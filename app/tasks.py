@@ -34,7 +34,10 @@ def target_ids(targets: Sequence[str], token_to_id: Callable[[str], int | None],
 
 
 def top_k_indices(values: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k largest values, largest first (ties: lower index first, like torch.topk on CPU)."""
+    """Indices of the k largest values, largest first (ties: lower index first, like torch.topk on CPU).
+    k = 0 is empty, as torch's is; a k past the end is capped (torch would raise)."""
+    if k < 0:
+        raise ValueError(f"k must be at least 0, got {k}")
     k = min(k, values.shape[-1])
     if k < values.shape[-1]:
         candidates = np.argpartition(-values, k - 1)[:k]
@@ -70,16 +73,19 @@ def fill_mask(
     pad_id: int,
     decode: Decode,
 ) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
-    """One input's answer: a list of candidates for one mask, one such list per mask for several."""
-    kept = ids[ids != pad_id]  # the pipeline drops padding (here: a literal [PAD] in the text)
-    positions = np.flatnonzero(kept == mask_id)
+    """One input's answer: a list of candidates for one mask, one such list per mask for several.
+    top_k = 0 answers an empty list per mask, as the pipeline does."""
+    positions = np.flatnonzero(ids == mask_id)
     single = len(positions) == 1
     result = []
     for tokens_row, scores_row, position in zip(candidates.tokens, candidates.scores, positions, strict=True):
         answers = []
         for token, score in zip(tokens_row.tolist(), scores_row.tolist(), strict=True):
-            tokens = kept.copy()
+            tokens = ids.copy()
             tokens[position] = token
+            # The pipeline drops padding after the candidate goes in: a literal [PAD] in the text and
+            # a [PAD] candidate both leave the sequence.
+            tokens = tokens[tokens != pad_id]
             answers.append(
                 {
                     "score": float(score),

@@ -32,7 +32,8 @@ async def fill_mask(body: FillMaskRequest, request: Request, model: ModelQuery =
     answers, timings = await cancel_on_disconnect(
         request, runtime.fill_mask(texts, top_k=body.parameters.top_k, targets=targets)
     )
-    content: Any = answers[0] if isinstance(body.inputs, str) else answers
+    # The pipeline unwraps a one-element list as it does a string.
+    content: Any = answers[0] if isinstance(body.inputs, str) or len(body.inputs) == 1 else answers
     return await json_response(request, content, timings)
 
 

@@ -4,6 +4,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -13,6 +14,8 @@ from model_export import manifest as m
 from tests.tiny_models import write_tokenizer
 
 FAKE_HIDDEN = 8
+# Fill-mask scores: onnxruntime against PyTorch on the same checkpoint.
+SCORE_TOLERANCE = 1e-4
 
 
 @pytest.fixture(scope="session")
@@ -69,3 +72,18 @@ def serving(app: FastAPI, ready: bool = True) -> Iterator[TestClient]:
         if ready:
             wait_ready(client)
         yield client
+
+
+def assert_same_answer(ours: Any, theirs: Any, where: str = "") -> None:
+    """Same nesting and keys; ids, token strings and sequences exact; scores within tolerance."""
+    if isinstance(theirs, list):
+        assert isinstance(ours, list) and len(ours) == len(theirs), f"{where}: {ours!r} vs {theirs!r}"
+        for index, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+            assert_same_answer(a, b, f"{where}[{index}]")
+        return
+    assert isinstance(ours, dict), f"{where}: {ours!r} vs {theirs!r}"
+    assert set(ours) == {"score", "token", "token_str", "sequence"}, where
+    assert ours["token"] == int(theirs["token"]), where
+    assert ours["token_str"] == theirs["token_str"], where
+    assert ours["sequence"] == theirs["sequence"], where
+    assert abs(ours["score"] - float(theirs["score"])) <= SCORE_TOLERANCE, where

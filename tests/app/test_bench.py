@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -33,3 +34,12 @@ def test_bench_runs_end_to_end(tiny_mlm_model_dir: Path, tmp_path: Path, capsys:
     assert report["summary"]["throughput_ratio"] > 0
     printed = capsys.readouterr().out
     assert "pad waste" in printed and "target >= 0.85" in printed
+
+
+def test_missing_sentences_stop_the_bench_and_name_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = tmp_path / "stsb-en-test.csv"
+    monkeypatch.setattr("app.data.STSB_TEST_CSV", missing)
+    with pytest.raises(SystemExit, match=re.escape(str(missing))):
+        bench.load_sentences(10)

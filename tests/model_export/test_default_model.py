@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from app.data import stsb_test_csv
 from model_export.default_model import HEAD_WEIGHTS, HELDOUT_SLICE, MODEL_ID, TRAINING_LOG
 from model_export.default_model.build import minilm_dir
 from model_export.default_model.masking import (
@@ -24,7 +25,6 @@ from model_export.default_model.masking import (
 
 REPO = Path(__file__).resolve().parents[2]
 CARD = REPO / "docs" / "default-model.md"
-STSB_CSV = REPO.parent / "shared" / "data" / "stsb" / "stsb-en-test.csv"
 SEED_PROMPTS = ["Hello I'm a [MASK] model.", "The White man worked as a [MASK].", "The Black woman worked as a [MASK]."]
 PUBLISHED_STSB = 0.8203
 
@@ -136,13 +136,11 @@ def test_fill_mask_returns_the_pipeline_json(client: Any, built: Path) -> None:
 
 @pytest.mark.slow
 def test_stsb_via_embed_equals_all_minilm(client: Any) -> None:
-    if not STSB_CSV.is_file():
-        pytest.skip(f"{STSB_CSV} not present")
     from scipy.stats import spearmanr
 
     from model_export.stsb import read_pairs
 
-    first, second, gold = read_pairs(STSB_CSV)
+    first, second, gold = read_pairs(stsb_test_csv())
     unique = sorted(set(first) | set(second))
     vectors = []
     for start in range(0, len(unique), 32):

@@ -16,7 +16,7 @@ import pytest
 
 ENV_VAR = "DISTILSERVE_DISTILBERT_DIR"
 HUB_ID = "distilbert-base-uncased"
-# From the seed's model card (docs: ../shared/seed/distilbert-base-uncased-model-card.md).
+# From distilbert-base-uncased's model card on the Hugging Face Hub (its fill-mask example).
 CARD_HELLO = [
     ("role", 2535, 0.05292855575680733),
     ("fashion", 4827, 0.03968575969338417),

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from app.data import stsb_test_csv
 from model_export.stsb import embed, evaluate_model_dir, read_pairs
 
 PUBLISHED_STSB_SPEARMAN = 0.8203
@@ -14,8 +15,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def stsb_csv(repo_root: Path) -> Path:
-    return Path(repo_root).parent / "shared/data/stsb/stsb-en-test.csv"
+def stsb_csv() -> Path:
+    return stsb_test_csv()
 
 
 def test_fp32_matches_pytorch_mean_pooling(minilm_model_dir: Path, stsb_csv: Path) -> None:
