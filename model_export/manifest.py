@@ -100,6 +100,11 @@ class Manifest(_Strict):
     arch: Architecture
     special_tokens: SpecialTokens
     max_length: int
+    max_length_source: str | None = Field(
+        default=None,
+        description="Where max_length came from: requested, sentence_bert_config.json max_seq_length, "
+        "config.json max_position_embeddings, or the exporter's cap. None in manifests that predate it.",
+    )
     pooling: Pooling
     tasks: list[Task]
     tokenizer_file: str = TOKENIZER_FILE

@@ -19,7 +19,13 @@ import onnxruntime
 
 from model_export import __version__
 from model_export.errors import ExportError, OutputDirectoryError, ParityError
-from model_export.loading import LoadedCheckpoint, load_checkpoint, resolve_source, weights_sha256
+from model_export.loading import (
+    LoadedCheckpoint,
+    load_checkpoint,
+    resolve_source,
+    sentence_transformers_max_length,
+    weights_sha256,
+)
 from model_export.manifest import (
     MANIFEST_FILE,
     TOKENIZER_FILE,
@@ -46,7 +52,8 @@ class InvalidOptionError(ExportError):
 class ExportOptions:
     variants: tuple[str, ...] = VARIANT_NAMES
     opset: int = 17
-    max_length: int | None = None  # None: the config's max_position_embeddings, capped at 512
+    # None: sentence_bert_config.json's max_seq_length, else config.json's max_position_embeddings; at most 512
+    max_length: int | None = None
     pooling: str = "mean"
     allow_unfused: bool = False
     revision: str | None = None
@@ -107,9 +114,10 @@ def _build(source: str, staging: Path, scratch: Path, options: ExportOptions, sa
         vocab_size=config.vocab_size,
     )
     special = _special_tokens(checkpoint)
-    max_length = _max_length(config.max_position_embeddings, options.max_length)
+    max_length, max_length_source = _max_length(config.max_position_embeddings, resolved.directory, options.max_length)
     tasks = ["embed", "fill-mask"] if checkpoint.has_mlm_head else ["embed"]
     say(f"loaded {checkpoint.architecture}: {arch.num_layers} layers, {arch.num_heads} heads, hidden {arch.hidden_size}, tasks {', '.join(tasks)}")
+    say(f"max_length {max_length} ({max_length_source})")
 
     say(f"exporting ONNX (opset {options.opset}, pooling {options.pooling})")
     head = mlm_head(checkpoint.model) if checkpoint.has_mlm_head else None
@@ -178,6 +186,7 @@ def _build(source: str, staging: Path, scratch: Path, options: ExportOptions, sa
         arch=arch,
         special_tokens=special,
         max_length=max_length,
+        max_length_source=max_length_source,
         pooling=options.pooling,
         tasks=tasks,
         tokenizer_sha256=sha256_file(tokenizer_path),
@@ -202,12 +211,22 @@ def _figures(parity) -> str:  # noqa: ANN001 - a Parity
     return text
 
 
-def _max_length(max_position_embeddings: int, requested: int | None) -> int:
-    if requested is None:
-        return min(max_position_embeddings, MAX_LENGTH_CAP)
-    if requested > max_position_embeddings:
-        raise InvalidOptionError(f"max_length {requested} exceeds the model's max_position_embeddings {max_position_embeddings}")
-    return requested
+def _max_length(max_position_embeddings: int, checkpoint_dir: Path, requested: int | None) -> tuple[int, str]:
+    """The longest input the model directory allows, and where that number came from."""
+    if requested is not None:
+        if requested > max_position_embeddings:
+            raise InvalidOptionError(f"max_length {requested} exceeds the model's max_position_embeddings {max_position_embeddings}")
+        return requested, "requested"
+    # A sentence-transformers checkpoint was trained and evaluated truncated to max_seq_length
+    # (256 for all-MiniLM-L6-v2); serving longer inputs would embed text the model never saw.
+    limits = [
+        (max_position_embeddings, "config.json max_position_embeddings"),
+        (MAX_LENGTH_CAP, f"the exporter's cap of {MAX_LENGTH_CAP}"),
+    ]
+    trained = sentence_transformers_max_length(checkpoint_dir)
+    if trained is not None:
+        limits.insert(0, (trained, "sentence_bert_config.json max_seq_length"))
+    return min(limits, key=lambda limit: limit[0])
 
 
 def _special_tokens(checkpoint: LoadedCheckpoint) -> SpecialTokens:
