@@ -18,7 +18,7 @@ import onnx
 import onnxruntime
 
 from model_export import __version__
-from model_export.errors import ExportError, OutputDirectoryError, ParityError
+from model_export.errors import ExportError, InvalidOptionError, OutputDirectoryError, ParityError
 from model_export.loading import (
     LoadedCheckpoint,
     load_checkpoint,
@@ -42,10 +42,6 @@ from model_export.variants import DTYPES, INT8_SCOPES, INTENDED_PROVIDERS, VARIA
 
 Progress = Callable[[str], None]
 MAX_LENGTH_CAP = 512
-
-
-class InvalidOptionError(ExportError):
-    """An ExportOptions value (or CLI flag) is out of range."""
 
 
 @dataclass(frozen=True)
