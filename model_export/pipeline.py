@@ -38,11 +38,12 @@ from model_export.manifest import (
     SpecialToken,
     SpecialTokens,
     Variant,
+    intended_providers,
     sha256_file,
     write_manifest,
 )
 from model_export.parity import GATES, Reference, compute_reference, measure
-from model_export.variants import DTYPES, INT8_SCOPES, INTENDED_PROVIDERS, VARIANT_NAMES, build_variant, variant_file
+from model_export.variants import DTYPES, INT8_SCOPES, VARIANT_NAMES, build_variant, variant_file
 
 Progress = Callable[[str], None]
 MAX_LENGTH_CAP = 512
@@ -246,7 +247,7 @@ def _keep_variant(name: str, passed: _Passed, staging: Path, opset: int, fusion_
         fused_ops=fused_op_counts(onnx.load(str(kept), load_external_data=False)),
         fusion_asserted=fusion_asserted,
         parity=passed.parity,
-        intended_providers=INTENDED_PROVIDERS[name],
+        intended_providers=intended_providers(name),
         quantization=INT8_SCOPES[passed.int8_scope] if passed.int8_scope else None,
     )
 

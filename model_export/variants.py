@@ -13,11 +13,6 @@ from model_export.errors import InvalidOptionError
 
 VARIANT_NAMES = ("fp32", "fp16", "int8")
 DTYPES = {"fp32": "float32", "fp16": "float16", "int8": "int8"}
-INTENDED_PROVIDERS = {
-    "fp32": ["CPUExecutionProvider", "CUDAExecutionProvider"],
-    "fp16": ["CUDAExecutionProvider", "TensorrtExecutionProvider"],
-    "int8": ["CPUExecutionProvider"],
-}
 
 
 def variant_file(name: str) -> str:
