@@ -11,23 +11,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from model_export.manifest import ATTENTION_MASK, INPUT_IDS, Manifest
+from model_export.manifest import (
+    ATTENTION_MASK,
+    CPU_PROVIDER,
+    CUDA_PROVIDER,
+    INPUT_IDS,
+    TENSORRT_PROVIDER,
+    VARIANTS_BY_PROVIDER,
+    Manifest,
+)
 
 log = logging.getLogger("distilserve.providers")
 
-CPU = "CPUExecutionProvider"
-CUDA = "CUDAExecutionProvider"
-TENSORRT = "TensorrtExecutionProvider"
+CPU = CPU_PROVIDER
+CUDA = CUDA_PROVIDER
+TENSORRT = TENSORRT_PROVIDER
 GPU_PROVIDERS = frozenset({CUDA, TENSORRT})
 
-# The variant each provider wants when the operator does not choose. TensorRT reads the fp32 graph and
-# builds its own fp16 engine (trt_fp16_enable); CPU serves fp32, which matches the PyTorch reference
-# exactly, and int8 (about 2x faster, cosine >= 0.986) is one setting away.
-PREFERRED_VARIANTS: dict[str, tuple[str, ...]] = {
-    TENSORRT: ("fp32", "fp16"),
-    CUDA: ("fp16", "fp32"),
-    CPU: ("fp32", "int8", "fp16"),
-}
+# The variant each provider wants when the operator does not choose: the exporter's table, which also
+# writes every manifest's intended_providers, so the receipt and the server cannot disagree.
+PREFERRED_VARIANTS = VARIANTS_BY_PROVIDER
 
 
 class ProviderError(Exception):

@@ -20,7 +20,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="model directory to write (replaced atomically)")
     parser.add_argument("--variants", default=",".join(VARIANT_NAMES), help="comma-separated subset of fp32,fp16,int8 (default: all)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
-    parser.add_argument("--max-length", type=int, default=None, help="max tokens per input (default: the model's, capped at 512)")
+    parser.add_argument("--max-length", type=int, default=None, help="max tokens per input (default: sentence_bert_config.json's max_seq_length, else the model's max_position_embeddings; at most 512)")
     parser.add_argument("--pooling", choices=("mean", "cls"), default="mean", help="sentence embedding pooling (default: mean)")
     parser.add_argument("--allow-unfused", action="store_true", help="write the model even if attention/layer norms did not fuse")
     parser.add_argument("--revision", default=None, help="hub revision (branch, tag or commit)")

@@ -19,6 +19,10 @@ class UnsupportedArchitectureError(ExportError):
     """The checkpoint is not a DistilBERT or BERT encoder."""
 
 
+class InvalidOptionError(ExportError):
+    """An ExportOptions value (or CLI flag) is out of range, or a stage was asked for something it does not make."""
+
+
 class OutputDirectoryError(ExportError):
     """The output directory cannot be written, or would overwrite something that is not a model directory."""
 
@@ -38,3 +42,7 @@ class FusionError(ExportError):
 
 class ParityError(ExportError):
     """No requested variant passed its parity gate against PyTorch."""
+
+
+class OutputMismatchError(ExportError):
+    """An exported graph's output is not what the server reads it as (not a tolerance miss: a wrong graph)."""

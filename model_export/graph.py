@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from model_export.errors import UnsupportedArchitectureError
 from model_export.manifest import MASK_LOGITS, MASK_POSITIONS, SENTENCE_EMBEDDING
 
 
@@ -28,7 +29,10 @@ def mlm_head(model: Any) -> nn.Module:
         return DistilBertHead()
     if hasattr(model, "cls"):  # BertForMaskedLM: BertOnlyMLMHead
         return model.cls
-    raise TypeError(f"{type(model).__name__} has no masked-LM head this exporter knows")
+    raise UnsupportedArchitectureError(
+        f"{type(model).__name__} has no masked-LM head this exporter knows (DistilBertForMaskedLM's or BertForMaskedLM's); "
+        "to export the encoder alone, set config.json's architectures to DistilBertModel or BertModel"
+    )
 
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:

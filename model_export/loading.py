@@ -20,7 +20,8 @@ SUPPORTED_MODEL_TYPES = ("distilbert", "bert")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 SHARD_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
-_OPTIONAL_HUB_FILES = ("tokenizer_config.json", "special_tokens_map.json")
+SENTENCE_TRANSFORMERS_CONFIG = "sentence_bert_config.json"
+_OPTIONAL_HUB_FILES = ("tokenizer_config.json", "special_tokens_map.json", SENTENCE_TRANSFORMERS_CONFIG)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
@@ -169,6 +170,22 @@ def check_model_type(config_path: Path) -> None:
             f"{config_path.parent}: model_type {model_type!r} ({architectures}) is not supported; "
             f"supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
         )
+
+
+def sentence_transformers_max_length(directory: Path) -> int | None:
+    """The max_seq_length sentence-transformers (and TEI) truncate to, when the checkpoint says one."""
+    path = directory / SENTENCE_TRANSFORMERS_CONFIG
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text()).get("max_seq_length")
+    except (OSError, json.JSONDecodeError, AttributeError) as error:
+        raise MissingFilesError(f"{path}: unreadable: {_first_line(error)}; fix it or pass --max-length") from None
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+        raise MissingFilesError(f"{path}: max_seq_length {value!r} is not a token count; fix it or pass --max-length")
+    return value
 
 
 def _load_config(directory: Path) -> Any:

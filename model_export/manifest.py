@@ -29,6 +29,27 @@ SENTENCE_EMBEDDING = "sentence_embedding"  # [batch, hidden] float32, pooled, no
 MASK_LOGITS = "mask_logits"  # [num_masks, vocab] float32, only rows where input_ids == mask id
 MASK_POSITIONS = "mask_positions"  # [num_masks, 2] int64, (batch index, sequence index), row-major order
 
+CPU_PROVIDER = "CPUExecutionProvider"
+CUDA_PROVIDER = "CUDAExecutionProvider"
+TENSORRT_PROVIDER = "TensorrtExecutionProvider"
+
+# The one table of which variants each execution provider serves, best first: the server loads the
+# first one a model directory has, and every manifest's intended_providers is read from it. CUDA runs
+# the fp16 graph. TensorRT takes the fp32 graph and builds its own fp16 engine (trt_fp16_enable), so a
+# pre-converted fp16 graph is only its fallback. CPU serves fp32, exact against PyTorch; int8 (about
+# 2x faster, cosine >= 0.99) is one setting away.
+VARIANTS_BY_PROVIDER: dict[str, tuple[VariantName, ...]] = {
+    CPU_PROVIDER: ("fp32", "int8"),
+    CUDA_PROVIDER: ("fp16", "fp32"),
+    TENSORRT_PROVIDER: ("fp32", "fp16"),
+}
+
+
+def intended_providers(variant: str) -> list[str]:
+    """The providers that serve `variant`, those that prefer it first."""
+    serving = [provider for provider, variants in VARIANTS_BY_PROVIDER.items() if variant in variants]
+    return sorted(serving, key=lambda provider: VARIANTS_BY_PROVIDER[provider].index(variant))
+
 
 class ManifestError(Exception):
     """The directory is not something the server can serve; the message says why, in one line."""
@@ -89,7 +110,7 @@ class Variant(_Strict):
     fused_ops: dict[str, int]
     fusion_asserted: bool = Field(description="False only when exported with --allow-unfused.")
     parity: Parity
-    intended_providers: list[str]
+    intended_providers: list[str] = Field(description="The providers that serve this variant, those that prefer it first.")
     quantization: str | None = Field(default=None, description="int8 only: which operators were quantized.")
 
 
@@ -100,6 +121,11 @@ class Manifest(_Strict):
     arch: Architecture
     special_tokens: SpecialTokens
     max_length: int
+    max_length_source: str | None = Field(
+        default=None,
+        description="Where max_length came from: requested, sentence_bert_config.json max_seq_length, "
+        "config.json max_position_embeddings, or the exporter's cap. None in manifests that predate it.",
+    )
     pooling: Pooling
     tasks: list[Task]
     tokenizer_file: str = TOKENIZER_FILE

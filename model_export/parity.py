@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from model_export.errors import OutputMismatchError
 from model_export.manifest import (
     ATTENTION_MASK,
     INPUT_IDS,
@@ -175,7 +176,10 @@ def measure(path: Path, reference: Reference, gate: Gate) -> Parity:
     }
     if reference.mask_logits is not None:
         if not np.array_equal(outputs[MASK_POSITIONS], reference.mask_positions):
-            raise AssertionError(f"{path.name}: mask_positions differ from where input_ids holds the mask token")
+            raise OutputMismatchError(
+                f"{path.name}: mask_positions differ from where input_ids holds the mask token, so fill-mask "
+                "would answer for the wrong tokens; try another --opset, and report it with the checkpoint if it persists"
+            )
         logits = outputs[MASK_LOGITS]
         ours, theirs = top_k_ids(logits), top_k_ids(reference.mask_logits)
         figures["mask_logits_max_abs_diff"] = float(np.abs(logits - reference.mask_logits).max())

@@ -18,35 +18,43 @@ import onnx
 import onnxruntime
 
 from model_export import __version__
-from model_export.errors import ExportError, OutputDirectoryError, ParityError
-from model_export.loading import LoadedCheckpoint, load_checkpoint, resolve_source, weights_sha256
+from model_export.errors import ExportError, InvalidOptionError, OutputDirectoryError, ParityError
+from model_export.fusion import fused_op_counts, optimize
+from model_export.loading import (
+    LoadedCheckpoint,
+    ResolvedSource,
+    load_checkpoint,
+    resolve_source,
+    sentence_transformers_max_length,
+    weights_sha256,
+)
 from model_export.manifest import (
     MANIFEST_FILE,
     TOKENIZER_FILE,
     Architecture,
     Manifest,
+    Parity,
     Source,
     SpecialToken,
     SpecialTokens,
     Variant,
+    intended_providers,
     sha256_file,
     write_manifest,
 )
-from model_export.variants import DTYPES, INT8_SCOPES, INTENDED_PROVIDERS, VARIANT_NAMES, build_variant, variant_file
+from model_export.parity import GATES, Reference, compute_reference, measure
+from model_export.variants import DTYPES, INT8_SCOPES, VARIANT_NAMES, build_variant, variant_file
 
 Progress = Callable[[str], None]
 MAX_LENGTH_CAP = 512
-
-
-class InvalidOptionError(ExportError):
-    """An ExportOptions value (or CLI flag) is out of range."""
 
 
 @dataclass(frozen=True)
 class ExportOptions:
     variants: tuple[str, ...] = VARIANT_NAMES
     opset: int = 17
-    max_length: int | None = None  # None: the config's max_position_embeddings, capped at 512
+    # None: sentence_bert_config.json's max_seq_length, else config.json's max_position_embeddings; at most 512
+    max_length: int | None = None
     pooling: str = "mean"
     allow_unfused: bool = False
     revision: str | None = None
@@ -88,12 +96,44 @@ def export_model(
 
 
 def _build(source: str, staging: Path, scratch: Path, options: ExportOptions, say: Progress) -> Manifest:
-    # Imported here so `--help` and option errors do not pay for importing torch.
-    from model_export.fusion import fused_op_counts, optimize
-    from model_export.graph import ServingGraph, mlm_head
-    from model_export.onnx_export import export_onnx
-    from model_export.parity import GATES, compute_reference, measure
+    loaded = _load(source, options, say)
+    raw_path = _export_graph(loaded, scratch / "model.raw.onnx", options, say)
+    notes: list[str] = []  # the manifest's notes; stages append what a reader of the receipt should know
+    optimized = _optimize(raw_path, scratch / "model.optimized.onnx", loaded.arch, options.allow_unfused, notes, say)
+    reference = _reference(loaded, options.pooling, say)
+    variants = _build_variants(optimized, reference, staging, scratch, options, notes, say)
+    return _write_manifest(loaded, variants, notes, staging, options)
 
+
+@dataclass(frozen=True)
+class _Loaded:
+    """What loading learned about the checkpoint; every later stage reads from it."""
+
+    resolved: ResolvedSource
+    checkpoint: LoadedCheckpoint
+    arch: Architecture
+    special: SpecialTokens
+    max_length: int
+    max_length_source: str
+    tasks: list[str]
+
+
+@dataclass(frozen=True)
+class _Optimized:
+    path: Path
+    fusion_asserted: bool  # False only when --allow-unfused let an incomplete fusion through
+
+
+@dataclass(frozen=True)
+class _Passed:
+    """A variant file in scratch that cleared its gate."""
+
+    path: Path
+    parity: Parity
+    int8_scope: str | None
+
+
+def _load(source: str, options: ExportOptions, say: Progress) -> _Loaded:
     say(f"loading {source}" + (f" @ {options.revision}" if options.revision else ""))
     resolved = resolve_source(source, options.revision)
     checkpoint = load_checkpoint(resolved)
@@ -107,79 +147,126 @@ def _build(source: str, staging: Path, scratch: Path, options: ExportOptions, sa
         vocab_size=config.vocab_size,
     )
     special = _special_tokens(checkpoint)
-    max_length = _max_length(config.max_position_embeddings, options.max_length)
+    max_length, max_length_source = _max_length(config.max_position_embeddings, resolved.directory, options.max_length)
     tasks = ["embed", "fill-mask"] if checkpoint.has_mlm_head else ["embed"]
     say(f"loaded {checkpoint.architecture}: {arch.num_layers} layers, {arch.num_heads} heads, hidden {arch.hidden_size}, tasks {', '.join(tasks)}")
+    say(f"max_length {max_length} ({max_length_source})")
+    return _Loaded(resolved, checkpoint, arch, special, max_length, max_length_source, tasks)
+
+
+def _export_graph(loaded: _Loaded, raw_path: Path, options: ExportOptions, say: Progress) -> Path:
+    # Imported here so `--help` and option errors do not pay for importing torch.
+    from model_export.graph import ServingGraph, mlm_head
+    from model_export.onnx_export import export_onnx
 
     say(f"exporting ONNX (opset {options.opset}, pooling {options.pooling})")
+    checkpoint, special = loaded.checkpoint, loaded.special
     head = mlm_head(checkpoint.model) if checkpoint.has_mlm_head else None
     graph = ServingGraph(checkpoint.encoder, head, special.mask.id if special.mask else None, options.pooling)
-    raw_path = scratch / "model.raw.onnx"
     export_onnx(graph, raw_path, options.opset, example_token_id=special.unk.id if special.unk else special.cls.id)
+    return raw_path
 
+
+def _optimize(
+    raw_path: Path, optimized_path: Path, arch: Architecture, allow_unfused: bool, notes: list[str], say: Progress
+) -> _Optimized:
     say("fusing (onnxruntime transformers optimizer, model_type=bert)")
-    optimized_path = scratch / "model.optimized.onnx"
-    counts, fusion_asserted = optimize(
-        raw_path, optimized_path, arch.num_heads, arch.hidden_size, arch.num_layers, options.allow_unfused
-    )
+    counts, fusion_asserted = optimize(raw_path, optimized_path, arch.num_heads, arch.hidden_size, arch.num_layers, allow_unfused)
     say("fused ops: " + ", ".join(f"{op}={count}" for op, count in counts.items()))
-    notes = []
     if not fusion_asserted:
         notes.append("exported with --allow-unfused: the fused-op assertion did not hold")
         say("WARNING: fusion incomplete, continuing because of --allow-unfused")
+    return _Optimized(optimized_path, fusion_asserted)
 
-    reference = compute_reference(checkpoint.model, checkpoint.tokenizer, checkpoint.has_mlm_head, options.pooling, max_length)
+
+def _reference(loaded: _Loaded, pooling: str, say: Progress) -> Reference:
+    checkpoint = loaded.checkpoint
+    reference = compute_reference(checkpoint.model, checkpoint.tokenizer, checkpoint.has_mlm_head, pooling, loaded.max_length)
     against = " and pipeline('fill-mask')" if checkpoint.has_mlm_head else ""
     say(f"validating against PyTorch on {len(reference.sentences)} sentences (padded batch){against}")
+    return reference
+
+
+def _build_variants(
+    optimized: _Optimized,
+    reference: Reference,
+    staging: Path,
+    scratch: Path,
+    options: ExportOptions,
+    notes: list[str],
+    say: Progress,
+) -> dict[str, Variant]:
+    """Every requested variant that passes its gate, moved into `staging`; a miss is a note, not an error."""
     variants: dict[str, Variant] = {}
     for name in options.variants:
-        path = scratch / variant_file(name)
-        gate = GATES[name]
-        scopes = list(INT8_SCOPES) if name == "int8" else [None]
-        for attempt, scope in enumerate(scopes):
-            if name == "fp32":
-                shutil.copyfile(optimized_path, path)
-            else:
-                say(f"quantizing int8 ({INT8_SCOPES[scope]})" if scope else f"converting {name}")
-                build_variant(name, optimized_path, path, scope or "all")
-            parity = measure(path, reference, gate)
-            say(f"validating {name}: {_figures(parity)}")
-            missed = gate.failures(parity)
-            if not missed:
-                break
-            last = attempt == len(scopes) - 1
-            reason = f"{name}{f' ({scope} quantized)' if scope else ''} missed its gate ({'; '.join(missed)})"
-            reason += "; not written" if last else "; retrying with a narrower quantization"
-            notes.append(reason)
-            say(reason)
-        if missed:
-            continue
-        shutil.move(path, staging / variant_file(name))
-        variants[name] = Variant(
-            file=variant_file(name),
-            sha256=sha256_file(staging / variant_file(name)),
-            dtype=DTYPES[name],
-            opset=options.opset,
-            onnxruntime_version=onnxruntime.__version__,
-            fused_ops=fused_op_counts(onnx.load(str(staging / variant_file(name)), load_external_data=False)),
-            fusion_asserted=fusion_asserted,
-            parity=parity,
-            intended_providers=INTENDED_PROVIDERS[name],
-            quantization=INT8_SCOPES[scope] if scope else None,
-        )
+        passed = _first_passing_build(name, optimized.path, reference, scratch / variant_file(name), notes, say)
+        if passed is not None:
+            variants[name] = _keep_variant(name, passed, staging, options.opset, optimized.fusion_asserted)
     if not variants:
         raise ParityError("no variant passed its parity gate: " + "; ".join(notes))
+    return variants
 
+
+def _first_passing_build(
+    name: str, optimized_path: Path, reference: Reference, path: Path, notes: list[str], say: Progress
+) -> _Passed | None:
+    """Build `name` at `path` and measure it; int8 retries with narrower scopes. None if every try missed."""
+    gate = GATES[name]
+    scopes = list(INT8_SCOPES) if name == "int8" else [None]
+    for attempt, scope in enumerate(scopes, start=1):
+        _make_variant(name, scope, optimized_path, path, say)
+        parity = measure(path, reference, gate)
+        say(f"validating {name}: {_figures(parity)}")
+        missed = gate.failures(parity)
+        if not missed:
+            return _Passed(path, parity, scope)
+        reason = f"{name}{f' ({scope} quantized)' if scope else ''} missed its gate ({'; '.join(missed)})"
+        reason += "; not written" if attempt == len(scopes) else "; retrying with a narrower quantization"
+        notes.append(reason)
+        say(reason)
+    return None
+
+
+def _make_variant(name: str, int8_scope: str | None, optimized_path: Path, path: Path, say: Progress) -> None:
+    if name == "fp32":
+        shutil.copyfile(optimized_path, path)
+        return
+    say(f"quantizing int8 ({INT8_SCOPES[int8_scope]})" if int8_scope else f"converting {name}")
+    build_variant(name, optimized_path, path, int8_scope or "all")
+
+
+def _keep_variant(name: str, passed: _Passed, staging: Path, opset: int, fusion_asserted: bool) -> Variant:
+    kept = staging / variant_file(name)
+    shutil.move(passed.path, kept)
+    return Variant(
+        file=kept.name,
+        sha256=sha256_file(kept),
+        dtype=DTYPES[name],
+        opset=opset,
+        onnxruntime_version=onnxruntime.__version__,
+        fused_ops=fused_op_counts(onnx.load(str(kept), load_external_data=False)),
+        fusion_asserted=fusion_asserted,
+        parity=passed.parity,
+        intended_providers=intended_providers(name),
+        quantization=INT8_SCOPES[passed.int8_scope] if passed.int8_scope else None,
+    )
+
+
+def _write_manifest(
+    loaded: _Loaded, variants: dict[str, Variant], notes: list[str], staging: Path, options: ExportOptions
+) -> Manifest:
+    resolved, checkpoint = loaded.resolved, loaded.checkpoint
     tokenizer_path = staging / TOKENIZER_FILE
     _save_tokenizer(checkpoint, tokenizer_path)
     manifest = Manifest(
         model_id=options.model_id or (resolved.id if resolved.kind == "hub" else resolved.directory.name),
         source=Source(kind=resolved.kind, id=resolved.id, revision=resolved.revision, weights_sha256=weights_sha256(resolved)),
-        arch=arch,
-        special_tokens=special,
-        max_length=max_length,
+        arch=loaded.arch,
+        special_tokens=loaded.special,
+        max_length=loaded.max_length,
+        max_length_source=loaded.max_length_source,
         pooling=options.pooling,
-        tasks=tasks,
+        tasks=loaded.tasks,
         tokenizer_sha256=sha256_file(tokenizer_path),
         clean_up_tokenization_spaces=decode_cleans_up_spaces(checkpoint.tokenizer),
         variants=variants,
@@ -192,7 +279,7 @@ def _build(source: str, staging: Path, scratch: Path, options: ExportOptions, sa
     return manifest
 
 
-def _figures(parity) -> str:  # noqa: ANN001 - a Parity
+def _figures(parity: Parity) -> str:
     text = f"embedding max|diff| {parity.embedding_max_abs_diff:.2e}, min cosine {parity.embedding_min_cosine:.6f}"
     if parity.top1_agreement is not None:
         text += (
@@ -202,12 +289,22 @@ def _figures(parity) -> str:  # noqa: ANN001 - a Parity
     return text
 
 
-def _max_length(max_position_embeddings: int, requested: int | None) -> int:
-    if requested is None:
-        return min(max_position_embeddings, MAX_LENGTH_CAP)
-    if requested > max_position_embeddings:
-        raise InvalidOptionError(f"max_length {requested} exceeds the model's max_position_embeddings {max_position_embeddings}")
-    return requested
+def _max_length(max_position_embeddings: int, checkpoint_dir: Path, requested: int | None) -> tuple[int, str]:
+    """The longest input the model directory allows, and where that number came from."""
+    if requested is not None:
+        if requested > max_position_embeddings:
+            raise InvalidOptionError(f"max_length {requested} exceeds the model's max_position_embeddings {max_position_embeddings}")
+        return requested, "requested"
+    # A sentence-transformers checkpoint was trained and evaluated truncated to max_seq_length
+    # (256 for all-MiniLM-L6-v2); serving longer inputs would embed text the model never saw.
+    limits = [
+        (max_position_embeddings, "config.json max_position_embeddings"),
+        (MAX_LENGTH_CAP, f"the exporter's cap of {MAX_LENGTH_CAP}"),
+    ]
+    trained = sentence_transformers_max_length(checkpoint_dir)
+    if trained is not None:
+        limits.insert(0, (trained, "sentence_bert_config.json max_seq_length"))
+    return min(limits, key=lambda limit: limit[0])
 
 
 def _special_tokens(checkpoint: LoadedCheckpoint) -> SpecialTokens:

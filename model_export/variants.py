@@ -9,13 +9,10 @@ from pathlib import Path
 
 import onnx
 
+from model_export.errors import InvalidOptionError
+
 VARIANT_NAMES = ("fp32", "fp16", "int8")
 DTYPES = {"fp32": "float32", "fp16": "float16", "int8": "int8"}
-INTENDED_PROVIDERS = {
-    "fp32": ["CPUExecutionProvider", "CUDAExecutionProvider"],
-    "fp16": ["CUDAExecutionProvider", "TensorrtExecutionProvider"],
-    "int8": ["CPUExecutionProvider"],
-}
 
 
 def variant_file(name: str) -> str:
@@ -58,7 +55,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, scope: str = "all") -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     if scope not in INT8_SCOPES:
-        raise ValueError(f"unknown int8 scope {scope!r}")
+        raise InvalidOptionError(f"unknown int8 scope {scope!r}; choose from {', '.join(INT8_SCOPES)}")
     excluded = feed_forward_matmuls(onnx.load(str(fp32_path))) if scope == "attention" else []
     with _root_logger_quiet():
         quantize_dynamic(
@@ -92,4 +89,5 @@ def build_variant(name: str, fp32_path: Path, out_path: Path, int8_scope: str = 
     elif name == "int8":
         quantize_int8(fp32_path, out_path, int8_scope)
     else:
-        raise ValueError(f"unknown variant {name!r}; choose from {', '.join(VARIANT_NAMES)}")
+        # fp32 is not built: it is the optimized graph itself, copied as is.
+        raise InvalidOptionError(f"cannot derive variant {name!r} from the fp32 graph; derived variants are fp16 and int8")

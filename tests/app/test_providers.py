@@ -12,6 +12,7 @@ from app.backend import OnnxBackend, TokenBatch, TokenItem, Wants, pad, split_ou
 from app.providers import (
     CPU,
     CUDA,
+    PREFERRED_VARIANTS,
     TENSORRT,
     ProviderError,
     ShapeLimits,
@@ -21,7 +22,7 @@ from app.providers import (
     provider_options,
 )
 from app.settings import Settings
-from model_export.manifest import Manifest, ManifestError, read_manifest
+from model_export.manifest import VARIANTS_BY_PROVIDER, Manifest, ManifestError, read_manifest
 
 LIMITS = ShapeLimits(max_batch_size=32, max_batch_tokens=8192, max_length=512)
 
@@ -87,6 +88,12 @@ def test_variant_per_provider_and_override(tiny_mlm_model_dir: Path) -> None:
     assert choose_variant(only_fp32, CUDA, None) == "fp32"
     with pytest.raises(ManifestError, match="int8"):
         choose_variant(only_fp32, CPU, "int8")
+
+
+def test_the_server_prefers_what_the_manifest_intends(tiny_mlm_model_dir: Path) -> None:
+    """One table, in model_export: fp32 is CPU's and TensorRT's first choice and CUDA's fallback."""
+    assert PREFERRED_VARIANTS is VARIANTS_BY_PROVIDER
+    assert read_manifest(tiny_mlm_model_dir).variants["fp32"].intended_providers == [CPU, TENSORRT, CUDA]
 
 
 def test_warmup_shapes_cover_the_longest_inputs_and_the_widest_batch() -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -66,6 +67,16 @@ def test_unwritable_output_is_one_line(repo_root: Path, tiny_checkpoints, tmp_pa
 def test_bad_option_is_one_line(repo_root: Path, tiny_checkpoints, tmp_path: Path) -> None:
     result = run_cli(repo_root, str(tiny_checkpoints["bert-encoder"]), "--out", str(tmp_path / "m"), "--variants", "fp8")
     assert_one_line_error(result, "fp8")
+
+
+def test_broken_sentence_transformers_config_is_one_line(repo_root: Path, tiny_checkpoints, tmp_path: Path) -> None:
+    source = Path(shutil.copytree(tiny_checkpoints["bert-encoder"], tmp_path / "src"))
+    (source / "sentence_bert_config.json").write_text('{"max_seq_length": "long"}')
+    result = run_cli(repo_root, str(source), "--out", str(tmp_path / "model"))
+    assert result.returncode == 1
+    assert_one_line_error(result, "max_seq_length 'long'", "--max-length")
+    assert not (tmp_path / "model").exists()
+    assert run_cli(repo_root, str(source), "--out", str(tmp_path / "model"), "--max-length", "64", "--variants", "fp32").returncode == 0
 
 
 def test_export_prints_stages_and_the_receipt(repo_root: Path, tiny_checkpoints, tmp_path: Path) -> None:

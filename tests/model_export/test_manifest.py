@@ -5,7 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from model_export.manifest import ManifestError, verify_model_dir
+from model_export.manifest import (
+    CPU_PROVIDER,
+    CUDA_PROVIDER,
+    TENSORRT_PROVIDER,
+    ManifestError,
+    intended_providers,
+    verify_model_dir,
+)
 
 
 @pytest.fixture
@@ -36,3 +43,13 @@ def test_missing_or_broken_manifest_is_refused(model_copy: Path) -> None:
     (model_copy / "manifest.json").unlink()
     with pytest.raises(ManifestError, match="no manifest.json"):
         verify_model_dir(model_copy)
+
+
+def test_intended_providers_follow_the_one_provider_table(tiny_exports) -> None:
+    assert intended_providers("fp16") == [CUDA_PROVIDER, TENSORRT_PROVIDER]
+    assert intended_providers("fp32") == [CPU_PROVIDER, TENSORRT_PROVIDER, CUDA_PROVIDER]  # TensorRT builds its own fp16
+    assert intended_providers("int8") == [CPU_PROVIDER]
+    manifest = verify_model_dir(tiny_exports["distilbert-mlm"])
+    assert {name: variant.intended_providers for name, variant in manifest.variants.items()} == {
+        name: intended_providers(name) for name in manifest.variants
+    }

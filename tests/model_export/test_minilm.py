@@ -52,4 +52,5 @@ def test_every_variant_passed_its_gate(minilm_model_dir: Path) -> None:
     manifest = verify_model_dir(minilm_model_dir)
     assert set(manifest.variants) == {"fp32", "fp16", "int8"}
     assert manifest.tasks == ["embed"]
+    assert (manifest.max_length, manifest.max_length_source) == (256, "sentence_bert_config.json max_seq_length")
     assert manifest.variants["fp32"].fused_ops["Attention"] == 6

@@ -1,9 +1,15 @@
 from __future__ import annotations
 
-import numpy as np
+from pathlib import Path
 
-from model_export.manifest import Parity, read_manifest
-from model_export.parity import GATES, Gate, top_k_ids
+import numpy as np
+import onnxruntime as ort
+import pytest
+from tokenizers import Tokenizer
+
+from model_export.errors import OutputMismatchError
+from model_export.manifest import ATTENTION_MASK, INPUT_IDS, Parity, read_manifest
+from model_export.parity import GATES, Gate, Reference, measure, top_k_ids
 from model_export.sentences import MASK, VALIDATION_SENTENCES
 
 
@@ -54,3 +60,19 @@ def test_receipts_record_every_figure(tiny_exports) -> None:
     assert receipt.gate == GATES["fp32"].describe(has_mlm=True)
     encoder = read_manifest(tiny_exports["bert-encoder"]).variants["fp32"].parity
     assert encoder.mask_logits_max_abs_diff is None and encoder.top1_agreement is None
+
+
+def test_mask_positions_off_the_mask_tokens_are_a_typed_error(tiny_exports) -> None:
+    """A graph that gathers the wrong rows is broken, not imprecise: no gate can pass it."""
+    model_dir: Path = tiny_exports["distilbert-mlm"]
+    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    encoding = tokenizer.encode(f"the cat sat on the {MASK} .")
+    feed = {INPUT_IDS: np.array([encoding.ids]), ATTENTION_MASK: np.array([encoding.attention_mask])}
+    session = ort.InferenceSession(str(model_dir / "model.fp32.onnx"), providers=["CPUExecutionProvider"])
+    embeddings, logits, positions = session.run(None, feed)
+    reference = Reference(
+        input_ids=feed[INPUT_IDS], attention_mask=feed[ATTENTION_MASK], embeddings=embeddings,
+        mask_positions=positions + [0, 1], mask_logits=logits, pipeline_top_k=top_k_ids(logits),
+    )
+    with pytest.raises(OutputMismatchError, match="mask_positions differ.*--opset"):
+        measure(model_dir / "model.fp32.onnx", reference, GATES["fp32"])

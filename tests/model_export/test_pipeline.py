@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,8 @@ import transformers
 from tokenizers import Tokenizer
 
 from model_export import parity
-from model_export.errors import OutputDirectoryError, ParityError
+from model_export.errors import MissingFilesError, OutputDirectoryError, ParityError
+from model_export.loading import sentence_transformers_max_length
 from model_export.manifest import (
     ATTENTION_MASK,
     INPUT_IDS,
@@ -166,3 +168,26 @@ def test_reexport_replaces_a_model_directory_but_not_other_data(tiny_checkpoints
     with pytest.raises(OutputDirectoryError):
         export_model(str(tiny_checkpoints["bert-encoder"]), precious, options, quiet)
     assert (precious / "thesis.txt").read_text() == "do not delete"
+
+
+def test_max_length_follows_sentence_transformers_unless_requested(tiny_checkpoints, tmp_path: Path) -> None:
+    checkpoint = Path(shutil.copytree(tiny_checkpoints["bert-encoder"], tmp_path / "st-encoder"))
+    (checkpoint / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 64, "do_lower_case": False}))
+    messages: list[str] = []
+    default = export_model(str(checkpoint), tmp_path / "default", ExportOptions(variants=("fp32",)), messages.append)
+    assert default.max_length == 64  # not config.json's max_position_embeddings (128)
+    assert default.max_length_source == "sentence_bert_config.json max_seq_length"
+    assert "max_length 64 (sentence_bert_config.json max_seq_length)" in messages
+    requested = export_model(str(checkpoint), tmp_path / "requested", ExportOptions(variants=("fp32",), max_length=100), quiet)
+    assert (requested.max_length, requested.max_length_source) == (100, "requested")
+
+
+def test_sentence_transformers_config_without_a_usable_length(tmp_path: Path) -> None:
+    assert sentence_transformers_max_length(tmp_path) is None
+    config = tmp_path / "sentence_bert_config.json"
+    config.write_text('{"max_seq_length": null}')
+    assert sentence_transformers_max_length(tmp_path) is None
+    for broken in ('{"max_seq_length": "long"}', "{not json"):
+        config.write_text(broken)
+        with pytest.raises(MissingFilesError, match="--max-length"):
+            sentence_transformers_max_length(tmp_path)
