@@ -60,16 +60,23 @@ def wait_for(driver: object, condition: object) -> object:
     return WebDriverWait(driver, WAIT_S).until(condition)
 
 
-def load(driver, server: LiveServer, size: tuple[int, int]) -> None:  # type: ignore[no-untyped-def]
+def load(driver, url: str, size: tuple[int, int]) -> None:  # type: ignore[no-untyped-def]
     from selenium.webdriver.common.by import By
 
     driver.set_window_size(*size)
-    driver.get(server.url + "/")
-    wait_for(driver, lambda d: "loading" not in d.find_element(By.ID, "model-id").text)
+    driver.get(url + "/")
+    wait_for(driver, lambda d: "loading" not in d.find_element(By.ID, "served-models").text)
     key_box = driver.find_element(By.ID, "key-box")
     if key_box.get_attribute("open") is None:
         driver.find_element(By.CSS_SELECTOR, "#key-box summary").click()
     driver.find_element(By.ID, "api-key").send_keys(API_KEY)
+
+
+def model_options(driver, prefix: str) -> list[str]:  # type: ignore[no-untyped-def]
+    from selenium.webdriver.support.ui import Select
+
+    select = Select(driver.find_element("id", f"{prefix}-model"))
+    return [option.get_attribute("value") for option in select.options]
 
 
 def test_page_is_self_contained(server: LiveServer) -> None:
@@ -87,9 +94,13 @@ def test_fill_mask_and_similarity(browser, server: LiveServer) -> None:  # type:
     from selenium.webdriver.common.by import By
 
     info = httpx.get(server.url + "/info").json()
-    load(browser, server, DESKTOP)
-    assert browser.find_element(By.ID, "model-id").text == info["model_id"]
-    assert browser.find_element(By.ID, "demo-badge").is_displayed() == info["demo"]
+    load(browser, server.url, DESKTOP)
+    assert browser.find_element(By.ID, "served-models").text == info["model_id"]
+    for prefix in ("fill-mask", "similarity"):
+        # One model: each card names it, with nothing to choose.
+        assert model_options(browser, prefix) == [info["model_id"]]
+        assert not browser.find_element(By.ID, f"{prefix}-model").is_enabled()
+        assert browser.find_element(By.ID, f"{prefix}-demo").is_displayed() == info["demo"]
 
     text = browser.find_element(By.ID, "fill-mask-input")
     text.clear()
@@ -121,7 +132,7 @@ def test_fill_mask_and_similarity(browser, server: LiveServer) -> None:  # type:
 def test_phone_viewport_fits_and_works(browser, server: LiveServer) -> None:  # type: ignore[no-untyped-def]
     from selenium.webdriver.common.by import By
 
-    load(browser, server, PHONE)
+    load(browser, server.url, PHONE)
     browser.find_element(By.ID, "fill-mask-submit").click()
     wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#fill-mask-results .bar-row") or False)
     browser.find_element(By.ID, "similarity-submit").click()
