@@ -222,6 +222,7 @@
     const input = document.createElement("input");
     input.type = "text";
     input.className = "similarity-sentence";
+    input.setAttribute("aria-labelledby", "similarity-sentences-label");
     input.placeholder = "Another sentence";
     $("similarity-sentences").appendChild(input);
     input.focus();

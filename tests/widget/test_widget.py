@@ -267,9 +267,17 @@ def test_each_card_lists_the_models_that_serve_its_task(browser, two_models: str
     similarity_model = browser.find_element(By.ID, "similarity-model")
     assert similarity_model.is_enabled()
     assert similarity_model.get_attribute("value") == MLM  # the server's default for embed
-    # Every select is labelled, for screen readers.
-    for prefix in ("fill-mask", "similarity"):
-        assert browser.find_element(By.CSS_SELECTOR, f"label[for='{prefix}-model']").text == "Model"
+    # Every control has a name for screen readers, the sentences added later too.
+    browser.find_element(By.ID, "similarity-add").click()
+    names = {
+        element.get_attribute("id") or element.get_attribute("class"): element.accessible_name
+        for element in browser.find_elements(By.CSS_SELECTOR, "main select, main input, main textarea")
+    }
+    assert names == {
+        "fill-mask-model": "Model", "fill-mask-input": "Text with the mask token [MASK]", "fill-mask-top-k": "top-k",
+        "similarity-model": "Model", "similarity-source": "Source sentence",
+        "similarity-sentence": "Sentences to compare to",
+    }
 
 
 def test_the_chosen_model_answers(browser, two_models: str) -> None:  # type: ignore[no-untyped-def]
