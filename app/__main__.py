@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for name, field in setting_fields():
         flag = "--" + name.replace("_", "-")
-        default = field.default
+        default = field.get_default(call_default_factory=True)
         help_text = f"{field.description} [env {env_name(name)}; default: {default if default is not None else 'unset'}]"
         help_text = help_text.replace("%", "%%")
         if _is_bool(field.annotation):

@@ -105,10 +105,8 @@ def settings_markdown() -> str:
     """The README's settings table, generated from the fields so the two cannot drift."""
     lines = ["| env var | flag | default | description |", "|---|---|---|---|"]
     for name, field in setting_fields():
-        default = field.default
-        if field.default_factory is not None:
-            shown = ""
-        elif isinstance(default, list):
+        default = field.get_default(call_default_factory=True)
+        if isinstance(default, list):
             shown = ",".join(default)
         elif isinstance(default, Path):
             shown = str(default).replace(str(Path.home()), "~")
