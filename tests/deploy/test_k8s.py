@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
 import yaml
 
+from app.settings import ENV_PREFIX, Settings
 from tests.conftest import require_tool
 from tests.deploy.containers import K8S
 from tests.deploy.containers import kustomize as render
@@ -17,7 +19,23 @@ OVERLAYS = sorted(p.name for p in (K8S / "overlays").iterdir() if (p / "kustomiz
 
 
 def resources(overlay: str) -> dict[str, dict]:
-    return {doc["kind"]: doc for doc in yaml.safe_load_all(render(overlay)) if doc}
+    """The rendered objects by kind; ConfigMaps by their generator's name (kustomize appends a hash)."""
+    docs: dict[str, dict] = {}
+    for doc in yaml.safe_load_all(render(overlay)):
+        if doc:
+            key = doc["metadata"]["name"].rsplit("-", 1)[0] if doc["kind"] == "ConfigMap" else doc["kind"]
+            assert key not in docs, f"{overlay} renders two {key}"
+            docs[key] = doc
+    return docs
+
+
+def settings_of(config_map: dict, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The server's settings from this ConfigMap alone, as envFrom hands it to the container."""
+    for name in [name for name in os.environ if name.startswith(ENV_PREFIX)]:
+        monkeypatch.delenv(name)
+    for name, value in config_map["data"].items():
+        monkeypatch.setenv(name, value)
+    return Settings()
 
 
 def validate(manifest: str) -> subprocess.CompletedProcess[str]:
@@ -45,7 +63,7 @@ def test_strict_validation_catches_an_unknown_field():
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_overlay_is_complete_and_hardened(overlay):
     docs = resources(overlay)
-    assert {"Deployment", "Service", "ConfigMap", "HorizontalPodAutoscaler", "PodDisruptionBudget"} <= docs.keys()
+    assert {"Deployment", "Service", "distilserve-config", "HorizontalPodAutoscaler", "PodDisruptionBudget"} <= docs.keys()
     pod = docs["Deployment"]["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -55,7 +73,7 @@ def test_every_overlay_is_complete_and_hardened(overlay):
     assert container["livenessProbe"]["httpGet"]["path"] == "/health"
     assert {"mountPath": "/tmp", "name": "tmp"} in container["volumeMounts"]
     assert container["resources"]["requests"]["memory"]
-    assert container["envFrom"][0]["configMapRef"]["name"] == docs["ConfigMap"]["metadata"]["name"]
+    assert container["envFrom"][0]["configMapRef"]["name"] == docs["distilserve-config"]["metadata"]["name"]
     assert docs["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["name"] == docs["Deployment"]["metadata"]["name"]
     labels = docs["Deployment"]["spec"]["template"]["metadata"]["labels"]
     for selector in (docs["Service"]["spec"]["selector"], docs["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"]):
@@ -70,7 +88,7 @@ def test_gpu_overlay_asks_for_one_gpu_fp16_and_cuda():
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
     assert pod["nodeSelector"]
-    settings = docs["ConfigMap"]["data"]
+    settings = docs["distilserve-config"]["data"]
     assert settings["DISTILSERVE_VARIANT"] == "fp16"
     assert settings["DISTILSERVE_PROVIDERS"].split(",")[0] == "CUDAExecutionProvider"
 
@@ -79,7 +97,7 @@ def test_cpu_overlay_runs_the_cpu_image_on_cpu():
     docs = resources("cpu")
     (container,) = docs["Deployment"]["spec"]["template"]["spec"]["containers"]
     assert container["image"] == "distilserve:cpu"
-    assert docs["ConfigMap"]["data"]["DISTILSERVE_PROVIDERS"] == "CPUExecutionProvider"
+    assert docs["distilserve-config"]["data"]["DISTILSERVE_PROVIDERS"] == "CPUExecutionProvider"
 
 
 def test_external_model_overlay_mounts_a_volume_over_the_baked_model():
@@ -91,3 +109,12 @@ def test_external_model_overlay_mounts_a_volume_over_the_baked_model():
     assert pod["initContainers"][0]["image"] == container["image"] == "distilserve:cpu"
     claim = next(v for v in pod["volumes"] if v["name"] == "model")["persistentVolumeClaim"]["claimName"]
     assert claim == docs["PersistentVolumeClaim"]["metadata"]["name"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_setting_in_the_config_map_is_one_the_server_reads(overlay, monkeypatch):
+    """The server ignores an env var it does not know, so a misspelt setting would pass unnoticed."""
+    config_map = resources(overlay)["distilserve-config"]
+    fields = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    assert set(config_map["data"]) <= fields, sorted(set(config_map["data"]) - fields)
+    settings_of(config_map, monkeypatch)
