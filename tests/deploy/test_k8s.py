@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
+from pathlib import PurePosixPath
 
 import pytest
 import yaml
 
+from app.model_config import options_for, read_models_file
 from app.settings import ENV_PREFIX, Settings
 from tests.conftest import require_tool
 from tests.deploy.containers import K8S
@@ -38,6 +41,14 @@ def settings_of(config_map: dict, monkeypatch: pytest.MonkeyPatch) -> Settings:
     return Settings()
 
 
+def mount_of(container: dict, pod: dict, path: str) -> tuple[dict, dict]:
+    """The volume mount (and its volume) that holds `path` inside this container."""
+    mounts = [m for m in container["volumeMounts"] if PurePosixPath(path).is_relative_to(m["mountPath"])]
+    assert mounts, f"nothing in {container['name']} is mounted where {path} lies"
+    mount = max(mounts, key=lambda m: len(m["mountPath"]))
+    return mount, next(v for v in pod["volumes"] if v["name"] == mount["name"])
+
+
 def validate(manifest: str) -> subprocess.CompletedProcess[str]:
     validator = require_tool("kubernetes-validate")
     return subprocess.run([validator, "--strict", "--quiet", "-"], input=manifest,
@@ -45,7 +56,7 @@ def validate(manifest: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_overlays_present():
-    assert OVERLAYS == ["cpu", "external-model", "gpu"]
+    assert OVERLAYS == ["cpu", "external-model", "gpu", "multi-model"]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -118,3 +129,97 @@ def test_every_setting_in_the_config_map_is_one_the_server_reads(overlay, monkey
     fields = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
     assert set(config_map["data"]) <= fields, sorted(set(config_map["data"]) - fields)
     settings_of(config_map, monkeypatch)
+
+
+def test_multi_model_overlay_serves_every_directory_from_the_volume():
+    docs = resources("multi-model")
+    pod = docs["Deployment"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    (init,) = pod["initContainers"]
+    settings = docs["distilserve-config"]["data"]
+    # The image's CMD passes --model-dir, which would win over the ConfigMap's DISTILSERVE_MODEL_DIR.
+    assert not any(arg.startswith("--model-dir") for arg in container.get("command", []) + container.get("args", []))
+    assert container["command"][:3] == ["python", "-m", "app"]
+    model_dirs = settings["DISTILSERVE_MODEL_DIR"].split(",")
+    assert len(model_dirs) == 2
+    claim = docs["PersistentVolumeClaim"]["metadata"]["name"]
+    for model_dir in model_dirs:
+        for checked in (container, init):
+            mount, volume = mount_of(checked, pod, model_dir)
+            assert mount["readOnly"] is True
+            assert volume["persistentVolumeClaim"]["claimName"] == claim
+    # The init container checks the same list the server is given.
+    assert init["envFrom"] == container["envFrom"]
+    assert "DISTILSERVE_MODEL_DIR" in init["args"][0]
+
+
+def test_multi_model_overlay_mounts_the_models_file_the_setting_names():
+    docs = resources("multi-model")
+    pod = docs["Deployment"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    models_file = PurePosixPath(docs["distilserve-config"]["data"]["DISTILSERVE_MODELS_FILE"])
+    mount, volume = mount_of(container, pod, str(models_file))
+    assert mount["readOnly"] is True
+    assert volume["configMap"]["name"] == docs["distilserve-models"]["metadata"]["name"]
+    assert str(models_file.relative_to(mount["mountPath"])) in docs["distilserve-models"]["data"]
+
+
+def test_multi_model_models_file_is_one_the_server_accepts(tmp_path, monkeypatch):
+    """Parsed by the server's own reader and applied over the overlay's settings, as at start-up (an
+    unknown key or a bad value refuses start-up there). The ids are checked against the directories
+    by name only: the manifests live on the volume, not in the repository."""
+    docs = resources("multi-model")
+    settings = settings_of(docs["distilserve-config"], monkeypatch)
+    assert settings.models_file is not None
+    models_file = tmp_path / settings.models_file.name
+    models_file.write_text(docs["distilserve-models"]["data"][settings.models_file.name])
+    overrides = read_models_file(models_file)
+    for model_id in overrides:
+        options_for(model_id, settings.default_model_options(), overrides)
+    # Each directory is named after its model id's last part, as python -m model_export ID --out NAME is run.
+    assert sorted(model_id.rsplit("/", 1)[-1] for model_id in overrides) == sorted(p.name for p in settings.model_dir)
+
+
+def test_multi_model_overlay_gives_the_models_more_time_to_start():
+    """Models load one after the other, then warm up; /ready (all of them warm) gates every probe."""
+    def startup_budget_s(overlay: str) -> int:
+        (container,) = resources(overlay)["Deployment"]["spec"]["template"]["spec"]["containers"]
+        return container["startupProbe"]["periodSeconds"] * container["startupProbe"]["failureThreshold"]
+
+    assert startup_budget_s("multi-model") > startup_budget_s("cpu")
+
+
+def test_multi_model_overlay_starts_the_server_with_every_model(tmp_path, monkeypatch, tiny_mlm_checkpoint):
+    """The overlay's settings and models file, as the pod gets them, start the real server in-process: the
+    volume is a temporary directory holding a tiny model exported under each id the models file names."""
+    from fastapi.testclient import TestClient
+
+    from app.server import create_app
+    from model_export.pipeline import ExportOptions, export_model
+
+    docs = resources("multi-model")
+    config = docs["distilserve-config"]
+    models_file_name = PurePosixPath(config["data"]["DISTILSERVE_MODELS_FILE"]).name
+    models_file = tmp_path / models_file_name
+    models_file.write_text(docs["distilserve-models"]["data"][models_file_name])
+    overrides = read_models_file(models_file)
+    id_of = {model_id.rsplit("/", 1)[-1]: model_id for model_id in overrides}
+    model_dirs = [tmp_path / "store" / PurePosixPath(d).name for d in config["data"]["DISTILSERVE_MODEL_DIR"].split(",")]
+    for model_dir in model_dirs:
+        export_model(str(tiny_mlm_checkpoint), model_dir, ExportOptions(variants=("fp32",), model_id=id_of[model_dir.name]))
+    local = {"DISTILSERVE_MODEL_DIR": ",".join(map(str, model_dirs)), "DISTILSERVE_MODELS_FILE": str(models_file)}
+    settings = settings_of({"data": config["data"] | local}, monkeypatch)
+
+    with TestClient(create_app(settings)) as client:
+        deadline = time.monotonic() + 60
+        while client.get("/ready").status_code != 200:
+            assert time.monotonic() < deadline, client.get("/ready").json()
+            time.sleep(0.05)
+        served = [model["id"] for model in client.get("/v1/models").json()["data"]]
+        info = {model["model_id"]: model for model in client.get("/info").json()["models"]}
+        metrics = client.get("/metrics").text
+    assert served == [id_of[d.name] for d in model_dirs]
+    for model_id, options in overrides.items():
+        assert info[model_id]["max_batch_requests"] == options.get("max_batch_size", settings.max_batch_size)
+        assert info[model_id]["max_top_k"] == options.get("max_top_k", settings.max_top_k)
+        assert f'distilserve_ready{{model="{model_id}"}} 1.0' in metrics
