@@ -108,3 +108,24 @@ def test_gpu_override_reserves_one_nvidia_device():
     assert device == {"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}
     assert service["build"]["target"] == "gpu"
     assert service["environment"]["DISTILSERVE_PROVIDERS"].startswith("CUDAExecutionProvider")
+
+
+def test_multi_model_override_mounts_what_its_settings_name():
+    """Every model directory lies on the read-only model store, and the models file the setting names is
+    mounted read-only from a file that exists and that the server's own reader parses."""
+    from app.model_config import read_models_file
+
+    service = _yaml(DEPLOY / "docker-compose.multi-model.yml")["services"]["distilserve"]
+    environment = service["environment"]
+    mounts = {}
+    for volume in service["volumes"]:
+        source, target, mode = re.sub(r"\$\{[A-Z_]+:-([^}]+)\}", r"\1", volume).split(":")
+        mounts[target] = DEPLOY / source
+        assert mode == "ro", volume
+    assert "--model-dir" not in service["command"], "the flag would win over DISTILSERVE_MODEL_DIR"
+    model_dirs = [Path(d) for d in environment["DISTILSERVE_MODEL_DIR"].split(",")]
+    assert len(model_dirs) >= 2 and all(str(d.parent) in mounts for d in model_dirs)
+    models_file = mounts[environment["DISTILSERVE_MODELS_FILE"]]
+    ids = read_models_file(models_file)
+    # Each directory is named after its model id's last part, as in the Kubernetes overlay.
+    assert sorted(model_id.rsplit("/", 1)[-1] for model_id in ids) == sorted(d.name for d in model_dirs)
