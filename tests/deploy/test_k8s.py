@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 import pytest
 import yaml
@@ -39,6 +39,14 @@ def settings_of(config_map: dict, monkeypatch: pytest.MonkeyPatch) -> Settings:
     for name, value in config_map["data"].items():
         monkeypatch.setenv(name, value)
     return Settings()
+
+
+def models_file_of(docs: dict[str, dict], directory: Path) -> Path:
+    """The models file the overlay's settings name, written out from its ConfigMap into `directory`."""
+    name = PurePosixPath(docs["distilserve-config"]["data"]["DISTILSERVE_MODELS_FILE"]).name
+    path = directory / name
+    path.write_text(docs["distilserve-models"]["data"][name])
+    return path
 
 
 def mount_of(container: dict, pod: dict, path: str) -> tuple[dict, dict]:
@@ -170,10 +178,7 @@ def test_multi_model_models_file_is_one_the_server_accepts(tmp_path, monkeypatch
     by name only: the manifests live on the volume, not in the repository."""
     docs = resources("multi-model")
     settings = settings_of(docs["distilserve-config"], monkeypatch)
-    assert settings.models_file is not None
-    models_file = tmp_path / settings.models_file.name
-    models_file.write_text(docs["distilserve-models"]["data"][settings.models_file.name])
-    overrides = read_models_file(models_file)
+    overrides = read_models_file(models_file_of(docs, tmp_path))
     for model_id in overrides:
         options_for(model_id, settings.default_model_options(), overrides)
     # Each directory is named after its model id's last part, as python -m model_export ID --out NAME is run.
@@ -199,9 +204,7 @@ def test_multi_model_overlay_starts_the_server_with_every_model(tmp_path, monkey
 
     docs = resources("multi-model")
     config = docs["distilserve-config"]
-    models_file_name = PurePosixPath(config["data"]["DISTILSERVE_MODELS_FILE"]).name
-    models_file = tmp_path / models_file_name
-    models_file.write_text(docs["distilserve-models"]["data"][models_file_name])
+    models_file = models_file_of(docs, tmp_path)
     overrides = read_models_file(models_file)
     id_of = {model_id.rsplit("/", 1)[-1]: model_id for model_id in overrides}
     model_dirs = [tmp_path / "store" / PurePosixPath(d).name for d in config["data"]["DISTILSERVE_MODEL_DIR"].split(",")]
