@@ -10,6 +10,7 @@ or `decode`; errors are ServiceErrors that the handlers render. Every request go
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -246,16 +247,15 @@ class ModelRuntime:
         inputs, wrapped in [CLS] ... [SEP] unless already), with the token count of each input."""
         started = time.perf_counter()
         max_length = self.tokenizer.max_length
+        encode: Callable[[], list[np.ndarray]]
         if texts is not None:
-            estimate = estimate_tokens(texts, max_length)
-            encode: Callable[[], list[np.ndarray]] = lambda: self.tokenizer.encode(  # noqa: E731
-                texts, truncate=truncate, direction=direction
-            )
+            count, estimate = len(texts), estimate_tokens(texts, max_length)
+            encode = functools.partial(self.tokenizer.encode, texts, truncate=truncate, direction=direction)
         else:
             ids = ids or []
-            estimate = sum(min(max_length, len(row) + 2) for row in ids)
-            encode = lambda: self.tokenizer.encode_ids(ids, truncate=truncate, direction=direction)  # noqa: E731
-        with self.admit(len(texts) if texts is not None else len(ids or []), estimate) as permit:
+            count, estimate = len(ids), sum(min(max_length, len(row) + 2) for row in ids)
+            encode = functools.partial(self.tokenizer.encode_ids, ids, truncate=truncate, direction=direction)
+        with self.admit(count, estimate) as permit:
             sequences = await self.workers.run(encode)
             items = [TokenItem(sequence, Wants(embedding=True)) for sequence in sequences]
             answers, timings = await self._infer(

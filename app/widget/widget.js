@@ -1,4 +1,5 @@
-// The inference widget: fill-mask via POST fill-mask, sentence similarity via POST embed.
+// The inference widget: fill-mask via POST fill-mask, sentence similarity via POST embed, each card
+// with its own choice among the served models (/info's `models`).
 // Plain browser JavaScript, no build step and no external resources, so it works offline.
 "use strict";
 
@@ -75,28 +76,79 @@
     return row;
   }
 
+  // Each card and the task its requests need; its <select> lists the models that serve that task.
+  const CARD_TASKS = { "fill-mask": "fill-mask", similarity: "embed" };
+  let models = [];
+  let maskToken = "[MASK]";
+
+  function servesTask(model, task) {
+    if (!Array.isArray(model.tasks)) return true;  // no task list: let the server decide
+    return model.tasks.includes(task) || model.tasks.includes(task.replace("-", "_"));
+  }
+
+  function chosenModel(prefix) {
+    const id = $(prefix + "-model").value;
+    return models.find((model) => model.model_id === id) || null;
+  }
+
+  // The request names the chosen model; before /info answers there is none and the server picks.
+  function withModel(prefix, payload) {
+    const id = $(prefix + "-model").value;
+    return id ? Object.assign(payload, { model: id }) : payload;
+  }
+
+  // A new mask token replaces the old one in the example text, so the example stays runnable.
+  function showMaskToken(mask) {
+    if (typeof mask !== "string" || !mask || mask === maskToken) return;
+    const input = $("fill-mask-input");
+    input.value = input.value.split(maskToken).join(mask);
+    $("mask-token").textContent = mask;
+    maskToken = mask;
+  }
+
+  function applyModel(prefix) {
+    const model = chosenModel(prefix);
+    $(prefix + "-demo").hidden = !(model && model.demo === true);
+    if (prefix === "fill-mask" && model) showMaskToken(model.mask_token);
+  }
+
+  function fillModelSelect(prefix, task) {
+    const select = $(prefix + "-model");
+    const serving = models.filter((model) => servesTask(model, task));
+    select.replaceChildren(...serving.map((model) => new Option(model.model_id, model.model_id)));
+    // One choice stays visible (it says which model answers) but there is nothing to pick.
+    select.disabled = serving.length < 2;
+    const none = serving.length === 0;
+    select.parentElement.hidden = none;
+    $(prefix + "-none").hidden = !none;
+    $(prefix + "-form").hidden = none;
+    $(prefix + "-submit").disabled = none;
+    applyModel(prefix);
+  }
+
+  function modelChanged(prefix) {
+    // Results from the previous model would now be mislabelled.
+    $(prefix + "-results").replaceChildren();
+    showTime(prefix, null);
+    showError(prefix, null);
+    applyModel(prefix);
+  }
+
   async function loadInfo() {
+    const summary = $("served-models");
     try {
       const response = await fetch("info");
       if (!response.ok) throw new Error("HTTP " + response.status);
       const info = await response.json();
-      $("model-id").textContent = info.model_id || "unknown model";
-      if (info.demo === true || info.model_demo === true) $("demo-badge").hidden = false;
-      const mask = info.mask_token;
-      if (typeof mask === "string" && mask) {
-        $("mask-token").textContent = mask;
-        const input = $("fill-mask-input");
-        if (mask !== "[MASK]") input.value = input.value.split("[MASK]").join(mask);
-      }
-      const tasks = Array.isArray(info.tasks) ? info.tasks : null;
-      if (tasks && !tasks.includes("fill-mask") && !tasks.includes("fill_mask")) {
-        $("fill-mask-card").classList.add("unavailable");
-        showError("fill-mask", new Error("This model has no masked-LM head: fill-mask is not available."));
-        $("fill-mask-submit").disabled = true;
-      }
+      models = Array.isArray(info.models) && info.models.length ? info.models : [info];
     } catch (e) {
-      $("model-id").textContent = "model info unavailable";
+      summary.textContent = "model info unavailable";
+      return;
     }
+    const ids = models.map((model) => model.model_id || "unknown model");
+    summary.textContent = ids.length === 1 ? ids[0] : ids.length + " models";
+    summary.title = ids.join(", ");
+    for (const [prefix, task] of Object.entries(CARD_TASKS)) fillModelSelect(prefix, task);
   }
 
   // Shared by both boxes: `compute` returns {rows, totalMs}; errors land in the box's error line.
@@ -126,7 +178,7 @@
       inputs: $("fill-mask-input").value,
       parameters: { top_k: parseInt($("fill-mask-top-k").value, 10) },
     };
-    const { body, totalMs } = await postJSON("fill-mask", payload);
+    const { body, totalMs } = await postJSON("fill-mask", withModel("fill-mask", payload));
     // One mask -> a list of predictions; several masks -> one list per mask.
     const groups = body.length && Array.isArray(body[0]) ? body : [body];
     const rows = [];
@@ -159,7 +211,8 @@
       .filter((text) => text.trim() !== "");
     if (!source.trim() || sentences.length === 0) throw new Error("Enter a source sentence and at least one other.");
     // normalize=true makes the dot product the cosine similarity.
-    const { body, totalMs } = await postJSON("embed", { inputs: [source].concat(sentences), normalize: true });
+    const payload = { inputs: [source].concat(sentences), normalize: true };
+    const { body, totalMs } = await postJSON("embed", withModel("similarity", payload));
     const [sourceVector, ...others] = body;
     const rows = others.map((vector, i) => barRow(sentences[i], dot(sourceVector, vector), "similarity"));
     return { rows, totalMs };
@@ -169,6 +222,7 @@
     const input = document.createElement("input");
     input.type = "text";
     input.className = "similarity-sentence";
+    input.setAttribute("aria-labelledby", "similarity-sentences-label");
     input.placeholder = "Another sentence";
     $("similarity-sentences").appendChild(input);
     input.focus();
@@ -178,6 +232,9 @@
     $("fill-mask-form").addEventListener("submit", runner("fill-mask", fillMask));
     $("similarity-form").addEventListener("submit", runner("similarity", similarity));
     $("similarity-add").addEventListener("click", addSentence);
+    for (const prefix of Object.keys(CARD_TASKS)) {
+      $(prefix + "-model").addEventListener("change", () => modelChanged(prefix));
+    }
     loadInfo();
   });
 })();

@@ -18,21 +18,21 @@ FAKE_HIDDEN = 8
 SCORE_TOLERANCE = 1e-4
 
 
-@pytest.fixture(scope="session")
-def fake_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def write_fake_model_dir(directory: Path, model_id: str, tasks: tuple[str, ...] = ("embed", "fill-mask")) -> Path:
     """A model directory whose manifest and tokenizer are real but whose graph is a placeholder:
     enough for the server to start with a FakeBackend, in milliseconds."""
-    directory = tmp_path_factory.mktemp("fake-model")
+    directory.mkdir(parents=True, exist_ok=True)
     write_tokenizer(directory)
     (directory / "model.fp32.onnx").write_bytes(b"placeholder, never loaded")
     parity = m.Parity(embedding_max_abs_diff=0.0, embedding_min_cosine=1.0, sentences=0, gate="none (fake)")
     token = m.SpecialToken
     manifest = m.Manifest(
-        model_id="fake-model",
+        model_id=model_id,
         source=m.Source(kind="local", id=str(directory), revision="abc123", weights_sha256="0" * 64),
         arch=m.Architecture(
-            model_type="distilbert", architecture="DistilBertForMaskedLM", num_layers=1, num_heads=1,
-            hidden_size=FAKE_HIDDEN, vocab_size=30522,
+            model_type="distilbert",
+            architecture="DistilBertForMaskedLM" if "fill-mask" in tasks else "DistilBertModel",
+            num_layers=1, num_heads=1, hidden_size=FAKE_HIDDEN, vocab_size=30522,
         ),
         special_tokens=m.SpecialTokens(
             cls=token(id=101, token="[CLS]"), sep=token(id=102, token="[SEP]"), pad=token(id=0, token="[PAD]"),
@@ -40,7 +40,7 @@ def fake_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ),
         max_length=32,
         pooling="mean",
-        tasks=["embed", "fill-mask"],
+        tasks=list(tasks),
         tokenizer_sha256=m.sha256_file(directory / "tokenizer.json"),
         variants={
             "fp32": m.Variant(
@@ -54,6 +54,18 @@ def fake_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     m.write_manifest(directory, manifest)
     return directory
+
+
+@pytest.fixture(scope="session")
+def fake_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fake masked-LM model directory (embed and fill-mask), id `fake-model`."""
+    return write_fake_model_dir(tmp_path_factory.mktemp("fake-model") / "model", "fake-model")
+
+
+@pytest.fixture(scope="session")
+def fake_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fake embed-only model directory, id `fake-encoder`."""
+    return write_fake_model_dir(tmp_path_factory.mktemp("fake-encoder") / "model", "fake-encoder", ("embed",))
 
 
 def wait_ready(client: TestClient, timeout_s: float = 60.0) -> None:

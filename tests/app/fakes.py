@@ -25,6 +25,7 @@ class FakeBackend:
 
     hidden_size: int = 8
     vocab_size: int = 64
+    salt: int = 0  # another salt, other embeddings: tells two fake models apart
     mask_id: int | None = 3
     delay_s: float = 0.0
     delay_per_token_s: float = 0.0
@@ -37,7 +38,8 @@ class FakeBackend:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def embedding(self, ids: np.ndarray) -> np.ndarray:
-        rows = np.stack([np.cos(np.arange(1, self.hidden_size + 1) * (int(token) % 997 + 1)) for token in ids])
+        frequencies = np.arange(1, self.hidden_size + 1) + self.salt
+        rows = np.stack([np.cos(frequencies * (int(token) % 997 + 1)) for token in ids])
         return rows.mean(axis=0).astype(np.float32)
 
     def logits(self, ids: np.ndarray, position: int) -> np.ndarray:
@@ -70,10 +72,10 @@ class FakeBackend:
             self.batches.clear()
 
 
-def factory(backend: FakeBackend) -> Callable[..., FakeBackend]:
-    """A backend factory for create_app that hands out this one backend."""
+def factory(backend: FakeBackend | dict[str, FakeBackend]) -> Callable[..., FakeBackend]:
+    """A backend factory for create_app: this one backend, or one per model id."""
 
     def build(path: Path, manifest: Any, options: Any, limits: Any) -> FakeBackend:
-        return backend
+        return backend[manifest.model_id] if isinstance(backend, dict) else backend
 
     return build

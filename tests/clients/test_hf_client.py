@@ -70,3 +70,13 @@ def test_feature_extraction_unnormalized_single(client: huggingface_hub.Inferenc
 def test_error_message_reaches_the_client(client: huggingface_hub.InferenceClient) -> None:
     with pytest.raises(huggingface_hub.errors.HfHubHTTPError, match=r"\[MASK\]"):
         client.fill_mask("there is no mask here")
+
+
+def test_the_model_can_be_named_in_the_url(server: LiveServer) -> None:
+    """InferenceClient posts to exactly its URL, so the query is how it picks one of several models."""
+    named = huggingface_hub.InferenceClient(model=f"{server.url}/?model=tiny-distilbert-mlm", token=API_KEY)
+    text = "Paris is the [MASK] of France."
+    assert as_dicts(named.fill_mask(text, top_k=2)) == direct(server, "/fill-mask", {"inputs": text, "parameters": {"top_k": 2}})
+    unknown = huggingface_hub.InferenceClient(model=f"{server.url}/?model=nope", token=API_KEY)
+    with pytest.raises(huggingface_hub.errors.HfHubHTTPError, match="404"):
+        unknown.feature_extraction("hello")
