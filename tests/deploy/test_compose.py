@@ -81,3 +81,17 @@ def test_gpu_override_merges_into_a_gpu_service():
     assert service["deploy"]["resources"]["reservations"]["devices"][0]["driver"] == "nvidia"
     assert service["environment"]["DISTILSERVE_VARIANT"] == "fp16"
     assert service["read_only"] is True and service["ports"] == ["127.0.0.1:8000:8000"]
+
+
+def test_multi_model_override_serves_the_mounted_model_directories():
+    compose = require_tool("podman-compose")
+    override = COMPOSE_FILE.with_name("docker-compose.multi-model.yml")
+    proc = containers.run([compose, "-f", str(COMPOSE_FILE), "-f", str(override), "config"], timeout=60)
+    service = yaml.safe_load(proc.stdout)["services"]["distilserve"]
+    # The override adds to the base service instead of replacing it.
+    assert service["build"]["target"] == "cpu" and service["read_only"] is True and "/tmp" in service["tmpfs"]
+    assert service["environment"]["DISTILSERVE_LOG_LEVEL"] == "info"
+    assert service["environment"]["DISTILSERVE_MODELS_FILE"] == "/etc/distilserve/models.yaml"
+    assert "--model-dir" not in service["command"]
+    targets = {volume.split(":")[1]: volume.split(":")[2] for volume in service["volumes"]}
+    assert targets == {"/models/store": "ro", "/etc/distilserve/models.yaml": "ro"}
