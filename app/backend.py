@@ -22,6 +22,7 @@ from model_export.manifest import (
     MASK_POSITIONS,
     SENTENCE_EMBEDDING,
     Manifest,
+    model_file,
     verify_model_dir,
 )
 
@@ -253,6 +254,7 @@ def _create_session(
         for name in planned
     ]
     verify_model_dir(model_dir, variants=[variant])  # the trust gate, for exactly the file that is loaded
-    path = model_dir / manifest.variant(variant).file
-    log.info("loading %s (%s) with providers %s", path.name, variant, [name for name, _ in providers])
+    file = manifest.variant(variant).file
+    path = model_file(model_dir, file)
+    log.info("loading %s (%s) with providers %s", file, variant, [name for name, _ in providers])
     return ort.InferenceSession(str(path), sess_options=session_options, providers=providers)

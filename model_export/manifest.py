@@ -176,14 +176,32 @@ def read_manifest(directory: Path) -> Manifest:
     return manifest
 
 
+def model_file(directory: Path, name: str, listed_as: str = "a file") -> Path:
+    """`name`, as the manifest lists it, resolved inside `directory` (symlinks followed).
+
+    A manifest names files of its own directory only: `..`, an absolute path or a symlink that
+    leads out is refused before anything opens or hashes it.
+    """
+    root = Path(directory).resolve()
+    path = (root / name).resolve()
+    if not path.is_relative_to(root) or path == root:
+        raise ManifestError(
+            f"the manifest lists {listed_as} {name!r}, which resolves outside the model directory (to {path})"
+        )
+    return path
+
+
 def verify_model_dir(directory: Path, variants: list[str] | None = None) -> Manifest:
-    """Read the manifest and check the tokenizer's and the named variants' checksums (all if None)."""
+    """Read the manifest, check that every file it lists lies inside `directory`, and check the
+    tokenizer's and the named variants' checksums (all if None)."""
     directory = Path(directory)
     manifest = read_manifest(directory)
-    _check_file(directory / manifest.tokenizer_file, manifest.tokenizer_sha256)
+    tokenizer = model_file(directory, manifest.tokenizer_file, "the tokenizer")
+    files = {name: model_file(directory, variant.file, f"variant {name}") for name, variant in manifest.variants.items()}
+    _check_file(tokenizer, manifest.tokenizer_sha256)
     for name in variants if variants is not None else list(manifest.variants):
-        variant = manifest.variant(name)
-        _check_file(directory / variant.file, variant.sha256)
+        variant = manifest.variant(name)  # refuses a name the manifest does not list
+        _check_file(files[name], variant.sha256)
     return manifest
 
 

@@ -1,0 +1,87 @@
+"""Tampered and inconsistent model directories, served by real `python -m app` processes.
+
+Each is refused at start-up in one line (`cannot start: ...`, exit 2) that names the problem, instead
+of being served, failing its warm-up forever, or dying with an onnxruntime traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from model_export.manifest import MANIFEST_FILE
+from tests.clients.live_server import REPO_ROOT, free_port
+
+REFUSAL_TIMEOUT_S = 60  # a refusal takes seconds; a directory that is served instead runs until this
+
+
+def refusal(model_dir: Path) -> str:
+    """Start a server on `model_dir`; it must exit 2 with exactly one line of output, which is returned."""
+    command = [
+        sys.executable, "-m", "app", "--model-dir", str(model_dir), "--providers", "cpu", "--intra-op-threads", "1",
+        "--log-level", "warning", "--host", "127.0.0.1", "--port", str(free_port()),
+    ]
+    try:
+        result = subprocess.run(
+            command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=REFUSAL_TIMEOUT_S,
+            env={name: value for name, value in os.environ.items() if not name.startswith("DISTILSERVE_")},
+        )
+    except subprocess.TimeoutExpired as served:
+        output = served.stderr.decode(errors="replace") if isinstance(served.stderr, bytes) else served.stderr
+        raise AssertionError(f"still running after {REFUSAL_TIMEOUT_S}s instead of refusing:\n{output}") from None
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert result.returncode == 2, "\n".join(lines)
+    assert len(lines) == 1, "\n".join(lines)
+    assert "cannot start: " in lines[0]
+    return lines[0]
+
+
+def edit_manifest(directory: Path, edit: Callable[[dict[str, Any]], None]) -> None:
+    path = directory / MANIFEST_FILE
+    manifest = json.loads(path.read_text())
+    edit(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+@pytest.fixture
+def model(tiny_mlm_model_dir: Path, tmp_path: Path) -> Path:
+    """A copy of the tiny masked-LM export to tamper with; `tmp_path` (outside it) holds what it must not reach."""
+    return Path(shutil.copytree(tiny_mlm_model_dir, tmp_path / "model"))
+
+
+def outside_graph(model: Path) -> Path:
+    """The model's own graph, copied beside the directory: its checksum still matches the manifest."""
+    outside = model.parent / "outside.onnx"
+    shutil.copyfile(model / "model.fp32.onnx", outside)
+    return outside
+
+
+def test_a_dot_dot_path_is_refused(model: Path) -> None:
+    outside_graph(model)
+    edit_manifest(model, lambda m: m["variants"]["fp32"].update(file="../outside.onnx"))
+    line = refusal(model)
+    assert "'../outside.onnx'" in line and "outside the model directory" in line
+
+
+def test_an_absolute_path_is_refused(model: Path) -> None:
+    outside = outside_graph(model)
+    edit_manifest(model, lambda m: m["variants"]["fp32"].update(file=str(outside)))
+    line = refusal(model)
+    assert str(outside) in line and "outside the model directory" in line
+
+
+def test_a_symlink_leading_out_is_refused(model: Path) -> None:
+    outside = outside_graph(model)
+    (model / "model.fp32.onnx").unlink()
+    (model / "model.fp32.onnx").symlink_to(outside)
+    line = refusal(model)
+    assert "'model.fp32.onnx'" in line and "outside the model directory" in line
+
