@@ -86,6 +86,10 @@ class Architecture(_Strict):
     num_heads: int
     hidden_size: int
     vocab_size: int
+    max_position_embeddings: int | None = Field(
+        default=None,
+        description="Rows of the position table: the longest input the graph can take. None in manifests that predate it.",
+    )
 
 
 class Parity(_Strict):
@@ -173,6 +177,11 @@ def read_manifest(directory: Path) -> Manifest:
         raise ManifestError(f"{path}: invalid manifest at {where}: {first['msg']}") from None
     if manifest.format_version != FORMAT_VERSION:
         raise ManifestError(f"{path}: format_version {manifest.format_version}, this server reads {FORMAT_VERSION}")
+    positions = manifest.arch.max_position_embeddings
+    if positions is not None and manifest.max_length > positions:
+        raise ManifestError(
+            f"{path}: max_length {manifest.max_length} exceeds the position table (arch.max_position_embeddings {positions})"
+        )
     return manifest
 
 

@@ -104,3 +104,11 @@ def test_a_tokenizer_linked_from_outside_the_directory_is_refused(mlm_copy: Path
     with pytest.raises(ManifestError, match="tokenizer.*resolves outside the model directory"):
         verify_model_dir(mlm_copy, variants=[])
 
+
+def test_a_max_length_beyond_the_position_table_is_refused(mlm_copy: Path) -> None:
+    manifest = json.loads((mlm_copy / MANIFEST_FILE).read_text())
+    assert manifest["arch"]["max_position_embeddings"] == 128  # the tiny checkpoint's
+    manifest["max_length"] = 100000
+    (mlm_copy / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(ManifestError, match=r"max_length 100000 exceeds the position table \(arch.max_position_embeddings 128\)"):
+        verify_model_dir(mlm_copy)

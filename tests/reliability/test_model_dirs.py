@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from model_export.manifest import MANIFEST_FILE
+from model_export.manifest import MANIFEST_FILE, sha256_file
 from tests.clients.live_server import REPO_ROOT, free_port
 
 REFUSAL_TIMEOUT_S = 60  # a refusal takes seconds; a directory that is served instead runs until this
@@ -84,4 +84,39 @@ def test_a_symlink_leading_out_is_refused(model: Path) -> None:
     (model / "model.fp32.onnx").symlink_to(outside)
     line = refusal(model)
     assert "'model.fp32.onnx'" in line and "outside the model directory" in line
+
+
+def test_a_corrupted_graph_with_an_updated_checksum_is_refused(model: Path) -> None:
+    graph = model / "model.fp32.onnx"
+    graph.write_bytes(graph.read_bytes()[: graph.stat().st_size // 2])
+    edit_manifest(model, lambda m: m["variants"]["fp32"].update(sha256=sha256_file(graph)))
+    line = refusal(model)
+    assert "onnxruntime cannot load model.fp32.onnx" in line and "Protobuf parsing failed" in line
+
+
+def test_a_hidden_size_the_graph_does_not_have_is_refused(model: Path) -> None:
+    edit_manifest(model, lambda m: m["arch"].update(hidden_size=64))
+    assert "sentence_embedding is 32 wide, the manifest's arch.hidden_size is 64" in refusal(model)
+
+
+def test_a_mask_id_the_graph_does_not_mark_is_refused(model: Path) -> None:
+    edit_manifest(model, lambda m: m["special_tokens"]["mask"].update(id=104))
+    assert "no mask_logits row for the manifest's mask token id 104" in refusal(model)
+
+
+def test_mask_outputs_without_fill_mask_are_refused(model: Path) -> None:
+    edit_manifest(model, lambda m: m.update(tasks=["embed"]))
+    assert "the graph has mask outputs, but the manifest's tasks do not list fill-mask" in refusal(model)
+
+
+def test_fill_mask_without_mask_outputs_is_refused(tiny_encoder_model_dir: Path, tmp_path: Path) -> None:
+    encoder = Path(shutil.copytree(tiny_encoder_model_dir, tmp_path / "model"))
+    edit_manifest(encoder, lambda m: m.update(tasks=["embed", "fill-mask"]))
+    assert "tasks list fill-mask, but the graph has no mask_logits, mask_positions" in refusal(encoder)
+
+
+def test_a_max_length_beyond_the_position_table_is_refused(model: Path) -> None:
+    edit_manifest(model, lambda m: m.update(max_length=100000))
+    line = refusal(model)
+    assert "max_length 100000 exceeds the position table" in line and "max_batch_tokens" not in line
 
