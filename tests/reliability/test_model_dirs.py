@@ -15,10 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from model_export.manifest import MANIFEST_FILE, sha256_file
-from tests.clients.live_server import REPO_ROOT, free_port
+from tests.clients.live_server import REPO_ROOT, free_port, live_server
 
 REFUSAL_TIMEOUT_S = 60  # a refusal takes seconds; a directory that is served instead runs until this
 
@@ -120,3 +121,14 @@ def test_a_max_length_beyond_the_position_table_is_refused(model: Path) -> None:
     line = refusal(model)
     assert "max_length 100000 exceeds the position table" in line and "max_batch_tokens" not in line
 
+
+def test_a_bert_model_saved_without_pooler_exports_and_serves(tmp_path: Path) -> None:
+    from model_export.pipeline import ExportOptions, export_model
+    from tests.tiny_models import build_tiny_checkpoint
+
+    checkpoint = build_tiny_checkpoint(tmp_path / "checkpoint", "bert-encoder", pooler=False)
+    exported = export_model(str(checkpoint), tmp_path / "export", ExportOptions(variants=("fp32",)), progress=lambda _: None)
+    assert exported.tasks == ["embed"]
+    with live_server(tmp_path / "export", tmp_path, {"DISTILSERVE_PROVIDERS": "cpu", "DISTILSERVE_INTRA_OP_THREADS": "1"}) as server:
+        response = httpx.post(f"{server.url}/embed", json={"inputs": "a sentence"}, timeout=10)
+    assert response.status_code == 200 and len(response.json()[0]) == 32
