@@ -8,6 +8,7 @@ per item. Padding, where the engine needs it, happens inside the backend.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ from model_export.manifest import (
     MASK_POSITIONS,
     SENTENCE_EMBEDDING,
     Manifest,
+    ManifestError,
+    model_file,
     verify_model_dir,
 )
 
@@ -29,6 +32,8 @@ from app import providers as prov
 from app.model_config import ModelOptions
 
 log = logging.getLogger("distilserve.backend")
+
+_ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ")
 
 
 @dataclass(frozen=True)
@@ -162,6 +167,7 @@ class OnnxBackend:
     ) -> None:
         self._pad_id = manifest.special_tokens.pad.id
         session, variant = _open_session(model_dir, manifest, options, limits, trt_cache_dir)
+        check_graph(session, manifest, limits.max_length)
         active = session.get_providers()
         self._session = session
         self._output_names = [output.name for output in session.get_outputs()]
@@ -194,6 +200,67 @@ class OnnxBackend:
             binding.bind_output(name, device, self._device_id if device == "cuda" else 0)
         self._session.run_with_iobinding(binding)
         return dict(zip(self._output_names, binding.copy_outputs_to_cpu(), strict=True))
+
+
+def check_graph(session: Any, manifest: Manifest, max_length: int) -> None:
+    """Refuse a graph that its manifest does not describe, naming the first disagreement.
+
+    The names come from the session; widths, the mask id and the longest input from two probe runs
+    (a 3-token input, then one of `max_length` tokens), so symbolic dimensions are checked too.
+    """
+    inputs = sorted(node.name for node in session.get_inputs())
+    if inputs != sorted([INPUT_IDS, ATTENTION_MASK]):
+        raise ManifestError(f"the graph's inputs are {inputs}, expected {sorted([INPUT_IDS, ATTENTION_MASK])}")
+    outputs = [node.name for node in session.get_outputs()]
+    mask_outputs = [name for name in (MASK_LOGITS, MASK_POSITIONS) if name in outputs]
+    fill_mask = "fill-mask" in manifest.tasks
+    if SENTENCE_EMBEDDING not in outputs:
+        raise ManifestError(f"the graph has no {SENTENCE_EMBEDDING} output (outputs: {outputs})")
+    if fill_mask and len(mask_outputs) < 2:
+        raise ManifestError(f"the manifest's tasks list fill-mask, but the graph has no {MASK_LOGITS}, {MASK_POSITIONS} outputs")
+    if not fill_mask and mask_outputs:
+        raise ManifestError("the graph has mask outputs, but the manifest's tasks do not list fill-mask")
+    special = manifest.special_tokens
+    mask_id = special.mask.id if fill_mask and special.mask is not None else None
+    probe = warmup_batch(1, 3, special.cls.id, special.sep.id, mask_id)
+    found = _probe(session, outputs, probe, "a 3-token input")
+    width = found[SENTENCE_EMBEDDING].shape
+    if width != (1, manifest.arch.hidden_size):
+        raise ManifestError(
+            f"{SENTENCE_EMBEDDING} is {width[-1]} wide, the manifest's arch.hidden_size is {manifest.arch.hidden_size}"
+        )
+    if mask_id is not None:
+        logits, positions = found[MASK_LOGITS], found[MASK_POSITIONS]
+        if logits.shape[-1] != manifest.arch.vocab_size:
+            raise ManifestError(
+                f"{MASK_LOGITS} has {logits.shape[-1]} columns, the manifest's arch.vocab_size is {manifest.arch.vocab_size}"
+            )
+        if positions.tolist() != [[0, 1]]:
+            raise ManifestError(
+                f"the graph returns no {MASK_LOGITS} row for the manifest's mask token id {mask_id} "
+                f"(special_tokens.mask); it marks {len(positions)} position(s) in [CLS] [MASK] [SEP]"
+            )
+    longest = warmup_batch(1, max_length, special.cls.id, special.sep.id, mask_id)
+    _probe(session, outputs, longest, f"an input of max_length {max_length} tokens")
+
+
+def _probe(session: Any, outputs: list[str], batch: TokenBatch, what: str) -> dict[str, np.ndarray]:
+    import onnxruntime as ort
+
+    padded = pad(batch, 0)  # one item: nothing to pad
+    quiet = ort.RunOptions()
+    quiet.log_severity_level = 4  # the refusal below is the one line; onnxruntime would log the failure too
+    try:
+        found = session.run(outputs, {INPUT_IDS: padded.input_ids, ATTENTION_MASK: padded.attention_mask}, quiet)
+    except Exception as error:  # onnxruntime's errors share no base class but Exception
+        raise ManifestError(f"the graph cannot run {what}: {_ort_message(error)}") from None
+    return dict(zip(outputs, found, strict=True))
+
+
+def _ort_message(error: BaseException) -> str:
+    """onnxruntime's message on one line, without its '[ONNXRuntimeError] : 7 : KIND :' prefix."""
+    lines = str(error).strip().splitlines()
+    return _ORT_PREFIX.sub("", lines[0]) if lines else type(error).__name__
 
 
 def _open_session(
@@ -253,6 +320,13 @@ def _create_session(
         for name in planned
     ]
     verify_model_dir(model_dir, variants=[variant])  # the trust gate, for exactly the file that is loaded
-    path = model_dir / manifest.variant(variant).file
-    log.info("loading %s (%s) with providers %s", path.name, variant, [name for name, _ in providers])
-    return ort.InferenceSession(str(path), sess_options=session_options, providers=providers)
+    file = manifest.variant(variant).file
+    path = model_file(model_dir, file)
+    log.info("loading %s (%s) with providers %s", file, variant, [name for name, _ in providers])
+    try:
+        return ort.InferenceSession(str(path), sess_options=session_options, providers=providers)
+    except Exception as error:
+        # A file whose checksum the manifest vouches for, yet no model: a bad export or a bad edit.
+        # onnxruntime raises a dozen unrelated classes for it (and UnicodeDecodeError for some bytes).
+        log.debug("onnxruntime failed to load %s", path, exc_info=True)
+        raise ManifestError(f"onnxruntime cannot load {file}: {_ort_message(error)}") from None

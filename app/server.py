@@ -20,7 +20,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from model_export.manifest import Manifest, ManifestError, verify_model_dir
+from model_export.manifest import Manifest, ManifestError, model_file, verify_model_dir
 
 from app import __version__, widget
 from app.auth import auth_dependencies
@@ -134,7 +134,7 @@ def build_runtime(
             f"{manifest.model_id}: max_batch_tokens {options.max_batch_tokens} is below the max input length {max_length}"
         )
     tokenizer = TextTokenizer(
-        path / manifest.tokenizer_file, manifest.special_tokens, max_length, manifest.clean_up_tokenization_spaces
+        model_file(path, manifest.tokenizer_file), manifest.special_tokens, max_length, manifest.clean_up_tokenization_spaces
     )
     limits = ShapeLimits(options.max_batch_size, options.max_batch_tokens, max_length)
     try:

@@ -149,12 +149,41 @@ def load_checkpoint(source: ResolvedSource) -> LoadedCheckpoint:
     except (OSError, ValueError, RuntimeError) as error:
         raise MissingFilesError(f"{source.id}: cannot load the weights: {_first_line(error)}") from None
     missing = [key for key in info.get("missing_keys", []) if "position_ids" not in key]
-    if missing:
+    # Left at their random initial values: harmless only where no exported output depends on them,
+    # as with the pooler a BertModel saved with add_pooling_layer=False leaves out.
+    read = graph_reads(model, has_mlm_head, missing)
+    if read:
         raise MissingFilesError(
-            f"{source.id}: the weights do not match {architecture}: {len(missing)} missing tensor(s), e.g. {missing[0]}"
+            f"{source.id}: the weights do not match {architecture}: {len(read)} missing tensor(s) the exported graph "
+            f"uses, e.g. {read[0]}"
         )
     tokenizer = _load_tokenizer(source)
     return LoadedCheckpoint(source, config, model.eval(), tokenizer, has_mlm_head, architecture)
+
+
+def graph_reads(model: Any, has_mlm_head: bool, names: list[str]) -> list[str]:
+    """Those of `names` (the model's parameters and buffers) that the exported outputs depend on.
+
+    The graph reads the encoder's last hidden state (pooling is a function of it) and, for a
+    masked-LM checkpoint, the head's logits; a parameter that gets no gradient from them is unused.
+    Names that are not parameters (buffers) count as used.
+    """
+    if not names:
+        return []
+    import torch
+
+    from model_export.graph import mlm_head
+
+    parameters = dict(model.named_parameters())
+    tracked = [name for name in names if name in parameters and parameters[name].requires_grad]
+    encoder = getattr(model, model.base_model_prefix) if has_mlm_head else model
+    ids = torch.tensor([[1, 2, 3]])
+    with torch.enable_grad():
+        hidden = encoder(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
+        total = hidden.sum() + (mlm_head(model)(hidden).sum() if has_mlm_head else 0)
+        gradients = torch.autograd.grad(total, [parameters[name] for name in tracked], allow_unused=True) if tracked else ()
+    unused = {name for name, gradient in zip(tracked, gradients, strict=True) if gradient is None}
+    return [name for name in names if name not in unused]
 
 
 def check_model_type(config_path: Path) -> None:

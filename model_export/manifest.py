@@ -86,6 +86,10 @@ class Architecture(_Strict):
     num_heads: int
     hidden_size: int
     vocab_size: int
+    max_position_embeddings: int | None = Field(
+        default=None,
+        description="Rows of the position table: the longest input the graph can take. None in manifests that predate it.",
+    )
 
 
 class Parity(_Strict):
@@ -173,17 +177,40 @@ def read_manifest(directory: Path) -> Manifest:
         raise ManifestError(f"{path}: invalid manifest at {where}: {first['msg']}") from None
     if manifest.format_version != FORMAT_VERSION:
         raise ManifestError(f"{path}: format_version {manifest.format_version}, this server reads {FORMAT_VERSION}")
+    positions = manifest.arch.max_position_embeddings
+    if positions is not None and manifest.max_length > positions:
+        raise ManifestError(
+            f"{path}: max_length {manifest.max_length} exceeds the position table (arch.max_position_embeddings {positions})"
+        )
     return manifest
 
 
+def model_file(directory: Path, name: str, listed_as: str = "a file") -> Path:
+    """`name`, as the manifest lists it, resolved inside `directory` (symlinks followed).
+
+    A manifest names files of its own directory only: `..`, an absolute path or a symlink that
+    leads out is refused before anything opens or hashes it.
+    """
+    root = Path(directory).resolve()
+    path = (root / name).resolve()
+    if not path.is_relative_to(root) or path == root:
+        raise ManifestError(
+            f"the manifest lists {listed_as} {name!r}, which resolves outside the model directory (to {path})"
+        )
+    return path
+
+
 def verify_model_dir(directory: Path, variants: list[str] | None = None) -> Manifest:
-    """Read the manifest and check the tokenizer's and the named variants' checksums (all if None)."""
+    """Read the manifest, check that every file it lists lies inside `directory`, and check the
+    tokenizer's and the named variants' checksums (all if None)."""
     directory = Path(directory)
     manifest = read_manifest(directory)
-    _check_file(directory / manifest.tokenizer_file, manifest.tokenizer_sha256)
+    tokenizer = model_file(directory, manifest.tokenizer_file, "the tokenizer")
+    files = {name: model_file(directory, variant.file, f"variant {name}") for name, variant in manifest.variants.items()}
+    _check_file(tokenizer, manifest.tokenizer_sha256)
     for name in variants if variants is not None else list(manifest.variants):
-        variant = manifest.variant(name)
-        _check_file(directory / variant.file, variant.sha256)
+        variant = manifest.variant(name)  # refuses a name the manifest does not list
+        _check_file(files[name], variant.sha256)
     return manifest
 
 

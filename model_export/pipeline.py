@@ -145,6 +145,7 @@ def _load(source: str, options: ExportOptions, say: Progress) -> _Loaded:
         num_heads=config.num_attention_heads,
         hidden_size=config.hidden_size,
         vocab_size=config.vocab_size,
+        max_position_embeddings=config.max_position_embeddings,
     )
     special = _special_tokens(checkpoint)
     max_length, max_length_source = _max_length(config.max_position_embeddings, resolved.directory, options.max_length)

