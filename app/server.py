@@ -18,12 +18,13 @@ from types import SimpleNamespace
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from model_export.manifest import Manifest, ManifestError, verify_model_dir
 
 from app import __version__, widget
-from app.auth import auth_dependencies
+from app.auth import ApiKeyGuard, key_enforced, openapi_security
 from app.backend import Backend, OnnxBackend
 from app.errors import (
     GENERIC_500,
@@ -270,14 +271,26 @@ def create_app(settings: Settings, backend_factory: BackendFactory | None = None
     app.state.metrics = metrics
     app.state.workers = workers
     install_error_handlers(app, on_error=lambda kind, model: metrics.failures.labels(kind, model).inc())
-    app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes, metrics=metrics)
-    # Inference routers take the API-key dependency; operational routes stay open for probes.
-    protected = auth_dependencies(settings.api_key)
-    app.include_router(ops.router)
-    for router in (inference.router, openai.router, tei.router, hf.router):
-        app.include_router(router, dependencies=protected, responses=auth_responses(router, bool(protected)))
+    # Probes, the docs and the widget stay open. Inference routers (and /info and /metrics when asked) need
+    # the API key, which ApiKeyGuard checks before routing, so no body is read without it.
+    security = openapi_security(settings.api_key)
+    app.include_router(ops.probes)
+    routers = [inference.router, openai.router, tei.router, hf.router]
+    if settings.protect_info_metrics:
+        routers.insert(0, ops.router)
+    else:
+        app.include_router(ops.router)
+    protected: list[BaseRoute] = []
+    for router in routers:
+        app.include_router(router, dependencies=security, responses=auth_responses(router, bool(security)))
+        protected += router.routes  # unprefixed: each matches a request exactly as the app's router will
     app.include_router(widget.router)
     docs.install_docs(app)
+    if key_enforced(settings.api_key):
+        refused = metrics.failures.labels("unauthorized", "")
+        app.add_middleware(ApiKeyGuard, api_key=settings.api_key, protected=protected, on_refused=refused.inc)
+    # Added last, so outermost: it counts and guards every request, the refused ones included.
+    app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes, metrics=metrics)
     log.info("%d model(s) loaded in %.2fs: %s", len(registry), time.perf_counter() - started, ", ".join(registry.ids))
     return app
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -48,7 +48,17 @@ class Settings(BaseSettings, ModelOptions):
     )
     api_key: SecretStr | None = Field(
         default=None,
-        description="When set, inference routes require `Authorization: Bearer <key>`.",
+        description=(
+            "When set, inference routes require `Authorization: Bearer <key>`, checked before the body is read "
+            "(401). /health and /ready stay open."
+        ),
+    )
+    protect_info_metrics: bool = Field(
+        default=False,
+        description=(
+            "With api_key set, require the key on /info and /metrics too (model names, limits and traffic). Off: "
+            "they stay open for Prometheus and the widget. Needs api_key."
+        ),
     )
     host: str = Field(default="127.0.0.1", description="Interface to listen on (0.0.0.0 in containers).")
     port: int = Field(default=8000, ge=0, le=65535, description="TCP port to listen on.")
@@ -84,6 +94,12 @@ class Settings(BaseSettings, ModelOptions):
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None
+
+    @model_validator(mode="after")
+    def _protection_needs_a_key(self) -> Settings:
+        if self.protect_info_metrics and (self.api_key is None or not self.api_key.get_secret_value()):
+            raise ValueError("protect_info_metrics is set but api_key is not: there is no key to require")
+        return self
 
     @property
     def trt_cache_path(self) -> Path:
