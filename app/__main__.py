@@ -79,8 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    import uvicorn
-
+    from app.connections import serve
     from app.server import StartupError, create_app
 
     try:
@@ -93,7 +92,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # re-raises the signal; this handler turns that into a clean exit 0 (orchestrators read a
     # signal death as a crash).
     signal.signal(signal.SIGTERM, _exit_cleanly)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False)
+    try:
+        serve(app, settings)
+    except OSError as error:  # the address cannot be bound
+        logging.getLogger("distilserve").error("cannot listen on %s:%d: %s", settings.host, settings.port, error)
+        return 2
     return 0
 
 

@@ -9,6 +9,7 @@ Dialect routers (OpenAI, HF, TEI) are one entry each in `create_app`'s list of p
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -29,6 +30,7 @@ from app.backend import Backend, OnnxBackend
 from app.errors import (
     GENERIC_500,
     PayloadTooLarge,
+    RequestTimeout,
     error_body,
     error_body_model,
     error_responses,
@@ -156,15 +158,16 @@ def build_runtime(
 
 
 class RequestGuard:
-    """Outermost ASGI layer: body-size limit, request counts, and the last-resort 500.
+    """Outermost ASGI layer: body-size limit and deadline, request counts, and the last-resort 500.
 
     A pure ASGI middleware (not BaseHTTPMiddleware) so streaming and cancellation stay intact and an
     unexpected exception never reaches the server's default handler (which would re-raise it).
     """
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, body_timeout_s: float, metrics: Metrics) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -186,12 +189,20 @@ class RequestGuard:
             self._count(scope, state["status"])
             return
         received = 0
+        body_complete = False
+        deadline = asyncio.get_running_loop().time() + self.body_timeout_s
 
         async def receive_limited() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_complete
+            if body_complete:  # later receives only wait for a disconnect: no deadline for those
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), deadline - asyncio.get_running_loop().time())
+            except TimeoutError:
+                raise RequestTimeout(f"the request body did not arrive within {self.body_timeout_s:g} s") from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                body_complete = not message.get("more_body", False)
                 if received > self.max_body_bytes:
                     raise PayloadTooLarge(self._too_large())
             return message
@@ -290,7 +301,9 @@ def create_app(settings: Settings, backend_factory: BackendFactory | None = None
         refused = metrics.failures.labels("unauthorized", "")
         app.add_middleware(ApiKeyGuard, api_key=settings.api_key, protected=protected, on_refused=refused.inc)
     # Added last, so outermost: it counts and guards every request, the refused ones included.
-    app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes, metrics=metrics)
+    app.add_middleware(
+        RequestGuard, max_body_bytes=settings.max_body_bytes, body_timeout_s=settings.body_timeout_s, metrics=metrics
+    )
     log.info("%d model(s) loaded in %.2fs: %s", len(registry), time.perf_counter() - started, ", ".join(registry.ids))
     return app
 

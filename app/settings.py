@@ -70,6 +70,36 @@ class Settings(BaseSettings, ModelOptions):
     )
     retry_after_s: int = Field(default=1, ge=0, description="Retry-After seconds sent with a 429.")
     max_body_bytes: int = Field(default=2 << 20, ge=1, description="Largest request body; larger gets 413.")
+    max_connections: int = Field(
+        default=1024,
+        ge=1,
+        description=(
+            "Most client connections held at once, lowered to fit the process's descriptor limit. At the limit the "
+            "one that has waited longest on its client (a second or more) is closed for a new one; if none has, "
+            "new clients wait in the listen backlog."
+        ),
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description=(
+            "Seconds a connection has to send a complete request head, from opening (or from the end of its "
+            "keep-alive wait); then 408 and close, or a close alone if it sent nothing."
+        ),
+    )
+    body_timeout_s: float = Field(
+        default=20.0,
+        gt=0,
+        description="Seconds a request has to deliver its whole body once its head has arrived; then 408 and close.",
+    )
+    keep_alive_s: int = Field(
+        default=5,
+        ge=1,
+        description=(
+            "Seconds an idle connection stays open for its next request (above a load balancer's idle timeout "
+            "when there is one)."
+        ),
+    )
     worker_threads: int = Field(
         default=2,
         ge=1,
