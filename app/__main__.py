@@ -87,10 +87,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StartupError as error:
         logging.getLogger("distilserve").error("cannot start: %s", error)
         return 2
-    # Uvicorn's SIGTERM handling stops accepting, lets in-flight requests finish, then runs the
-    # lifespan shutdown, which drains the batcher. Afterwards it restores the previous handler and
-    # re-raises the signal; this handler turns that into a clean exit 0 (orchestrators read a
-    # signal death as a crash).
+    # Uvicorn's SIGTERM handling stops accepting, lets in-flight requests finish (for at most
+    # graceful_shutdown_timeout_s; what is left is answered 503), then runs the lifespan shutdown,
+    # which drains the batcher. Afterwards it restores the previous handler and re-raises the signal;
+    # this handler turns that into a clean exit 0 (orchestrators read a signal death as a crash).
     signal.signal(signal.SIGTERM, _exit_cleanly)
     try:
         serve(app, settings)

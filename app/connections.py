@@ -287,6 +287,7 @@ def serve(app: ASGIApp, settings: Settings) -> None:
         http=guarded_protocol(guard),
         ws="none",
         timeout_keep_alive=settings.keep_alive_s,
+        timeout_graceful_shutdown=settings.graceful_shutdown_timeout_s,
     )
     host, port = sock.getsockname()[:2]
     log.info("listening on http://%s:%d; at most %d connections", host, port, limit)

@@ -209,6 +209,13 @@ class RequestGuard:
 
         try:
             await self.app(scope, receive_limited, send_tracked)
+        except asyncio.CancelledError:
+            # Only the server cancels a request task: its graceful-shutdown timeout ran out (the runtime has
+            # dropped the request's queued inputs on the way out). Answer rather than go silent; nothing
+            # above this layer waits for the cancellation.
+            self.metrics.failures.labels("unhealthy", _model_of(scope)).inc()
+            if not state["started"]:
+                await self._error(send_tracked, "unhealthy", "the server is shutting down", path)
         except Exception:
             log.exception("unhandled error on %s %s", scope.get("method"), path)
             self.metrics.failures.labels("internal", _model_of(scope)).inc()
@@ -265,7 +272,8 @@ def create_app(settings: Settings, backend_factory: BackendFactory | None = None
         try:
             yield
         finally:
-            # Uvicorn has stopped accepting and finished in-flight requests by now; drain the rest.
+            # Uvicorn has stopped accepting and finished in-flight requests by now, or cancelled those left
+            # at its graceful-shutdown timeout (each answered 503 by RequestGuard); drain the rest.
             await registry.stop()
             workers.close()
             log.info("stopped")

@@ -100,6 +100,14 @@ class Settings(BaseSettings, ModelOptions):
             "when there is one)."
         ),
     )
+    graceful_shutdown_timeout_s: int = Field(
+        default=25,
+        ge=1,
+        description=(
+            "On SIGTERM, seconds to let in-flight and queued requests finish; what is left is answered 503 and "
+            "the process exits 0. Keep it below the orchestrator's grace period (the k8s base: 40 s, 5 of them preStop)."
+        ),
+    )
     worker_threads: int = Field(
         default=2,
         ge=1,

@@ -309,3 +309,23 @@ async def test_the_body_deadline_ends_with_the_body() -> None:
     ]
     sent = await call(guarded_echo(0.1), chunks)
     assert sent[0]["status"] == 200 and json.loads(sent[1]["body"]) == {"body": "abc"}  # type: ignore[arg-type]
+
+
+@pytest.mark.asyncio
+async def test_a_request_cancelled_at_the_shutdown_timeout_is_answered_503() -> None:
+    sent: list[dict[str, object]] = []
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, object]:
+        await asyncio.Event().wait()  # the body never completes
+        raise AssertionError
+
+    app = guarded_echo(body_timeout_s=60)
+    request = asyncio.ensure_future(app(http_scope("/embed"), receive, send))  # type: ignore[arg-type]
+    await asyncio.sleep(0.05)
+    request.cancel()  # what uvicorn does to the requests left at its graceful-shutdown timeout
+    await request
+    assert sent[0]["status"] == 503
+    assert json.loads(sent[1]["body"]) == {"error": "the server is shutting down", "error_type": "unhealthy"}  # type: ignore[arg-type]
