@@ -79,8 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    import uvicorn
-
+    from app.connections import serve
     from app.server import StartupError, create_app
 
     try:
@@ -88,12 +87,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StartupError as error:
         logging.getLogger("distilserve").error("cannot start: %s", error)
         return 2
-    # Uvicorn's SIGTERM handling stops accepting, lets in-flight requests finish, then runs the
-    # lifespan shutdown, which drains the batcher. Afterwards it restores the previous handler and
-    # re-raises the signal; this handler turns that into a clean exit 0 (orchestrators read a
-    # signal death as a crash).
+    # Uvicorn's SIGTERM handling stops accepting, lets in-flight requests finish (for at most
+    # graceful_shutdown_timeout_s; what is left is answered 503), then runs the lifespan shutdown,
+    # which drains the batcher. Afterwards it restores the previous handler and re-raises the signal;
+    # this handler turns that into a clean exit 0 (orchestrators read a signal death as a crash).
     signal.signal(signal.SIGTERM, _exit_cleanly)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False)
+    try:
+        serve(app, settings)
+    except OSError as error:  # the address cannot be bound
+        logging.getLogger("distilserve").error("cannot listen on %s:%d: %s", settings.host, settings.port, error)
+        return 2
     return 0
 
 

@@ -27,6 +27,7 @@ ERROR_TABLE: dict[str, tuple[int, str]] = {
     "tokenizer": (422, "invalid_request_error"),
     "empty": (400, "invalid_request_error"),
     "payload_too_large": (413, "invalid_request_error"),
+    "timeout": (408, "invalid_request_error"),
     "unauthorized": (401, "authentication_error"),
     "not_found": (404, "invalid_request_error"),
     "model_not_found": (404, "invalid_request_error"),
@@ -45,7 +46,7 @@ GENERIC_500 = "internal server error"
 
 # What can go wrong on any route that reads a body, beyond the route's own kinds. 401 is not here:
 # the server adds it (`auth_responses`) only when an API key is configured.
-COMMON_ERRORS = ("validation", "payload_too_large", "internal")
+COMMON_ERRORS = ("validation", "payload_too_large", "timeout", "internal")
 
 
 class ServiceError(Exception):
@@ -77,6 +78,15 @@ class EmptyInput(ServiceError):
 
 class PayloadTooLarge(ServiceError):
     kind = "payload_too_large"
+
+
+class RequestTimeout(ServiceError):
+    """The client did not deliver its request in time; the connection closes after the answer."""
+
+    kind = "timeout"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"Connection": "close"})
 
 
 class Unauthorized(ServiceError):

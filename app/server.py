@@ -9,6 +9,7 @@ Dialect routers (OpenAI, HF, TEI) are one entry each in `create_app`'s list of p
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -18,16 +19,18 @@ from types import SimpleNamespace
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from model_export.manifest import Manifest, ManifestError, model_file, verify_model_dir
 
 from app import __version__, widget
-from app.auth import auth_dependencies
+from app.auth import ApiKeyGuard, key_enforced, openapi_security
 from app.backend import Backend, OnnxBackend
 from app.errors import (
     GENERIC_500,
     PayloadTooLarge,
+    RequestTimeout,
     error_body,
     error_body_model,
     error_responses,
@@ -155,15 +158,16 @@ def build_runtime(
 
 
 class RequestGuard:
-    """Outermost ASGI layer: body-size limit, request counts, and the last-resort 500.
+    """Outermost ASGI layer: body-size limit and deadline, request counts, and the last-resort 500.
 
     A pure ASGI middleware (not BaseHTTPMiddleware) so streaming and cancellation stay intact and an
     unexpected exception never reaches the server's default handler (which would re-raise it).
     """
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, body_timeout_s: float, metrics: Metrics) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -185,18 +189,33 @@ class RequestGuard:
             self._count(scope, state["status"])
             return
         received = 0
+        body_complete = False
+        deadline = asyncio.get_running_loop().time() + self.body_timeout_s
 
         async def receive_limited() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_complete
+            if body_complete:  # later receives only wait for a disconnect: no deadline for those
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), deadline - asyncio.get_running_loop().time())
+            except TimeoutError:
+                raise RequestTimeout(f"the request body did not arrive within {self.body_timeout_s:g} s") from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                body_complete = not message.get("more_body", False)
                 if received > self.max_body_bytes:
                     raise PayloadTooLarge(self._too_large())
             return message
 
         try:
             await self.app(scope, receive_limited, send_tracked)
+        except asyncio.CancelledError:
+            # Only the server cancels a request task: its graceful-shutdown timeout ran out (the runtime has
+            # dropped the request's queued inputs on the way out). Answer rather than go silent; nothing
+            # above this layer waits for the cancellation.
+            self.metrics.failures.labels("unhealthy", _model_of(scope)).inc()
+            if not state["started"]:
+                await self._error(send_tracked, "unhealthy", "the server is shutting down", path)
         except Exception:
             log.exception("unhandled error on %s %s", scope.get("method"), path)
             self.metrics.failures.labels("internal", _model_of(scope)).inc()
@@ -253,7 +272,8 @@ def create_app(settings: Settings, backend_factory: BackendFactory | None = None
         try:
             yield
         finally:
-            # Uvicorn has stopped accepting and finished in-flight requests by now; drain the rest.
+            # Uvicorn has stopped accepting and finished in-flight requests by now, or cancelled those left
+            # at its graceful-shutdown timeout (each answered 503 by RequestGuard); drain the rest.
             await registry.stop()
             workers.close()
             log.info("stopped")
@@ -270,14 +290,28 @@ def create_app(settings: Settings, backend_factory: BackendFactory | None = None
     app.state.metrics = metrics
     app.state.workers = workers
     install_error_handlers(app, on_error=lambda kind, model: metrics.failures.labels(kind, model).inc())
-    app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes, metrics=metrics)
-    # Inference routers take the API-key dependency; operational routes stay open for probes.
-    protected = auth_dependencies(settings.api_key)
-    app.include_router(ops.router)
-    for router in (inference.router, openai.router, tei.router, hf.router):
-        app.include_router(router, dependencies=protected, responses=auth_responses(router, bool(protected)))
+    # Probes, the docs and the widget stay open. Inference routers (and /info and /metrics when asked) need
+    # the API key, which ApiKeyGuard checks before routing, so no body is read without it.
+    security = openapi_security(settings.api_key)
+    app.include_router(ops.probes)
+    routers = [inference.router, openai.router, tei.router, hf.router]
+    if settings.protect_info_metrics:
+        routers.insert(0, ops.router)
+    else:
+        app.include_router(ops.router)
+    protected: list[BaseRoute] = []
+    for router in routers:
+        app.include_router(router, dependencies=security, responses=auth_responses(router, bool(security)))
+        protected += router.routes  # unprefixed: each matches a request exactly as the app's router will
     app.include_router(widget.router)
     docs.install_docs(app)
+    if key_enforced(settings.api_key):
+        refused = metrics.failures.labels("unauthorized", "")
+        app.add_middleware(ApiKeyGuard, api_key=settings.api_key, protected=protected, on_refused=refused.inc)
+    # Added last, so outermost: it counts and guards every request, the refused ones included.
+    app.add_middleware(
+        RequestGuard, max_body_bytes=settings.max_body_bytes, body_timeout_s=settings.body_timeout_s, metrics=metrics
+    )
     log.info("%d model(s) loaded in %.2fs: %s", len(registry), time.perf_counter() - started, ", ".join(registry.ids))
     return app
 

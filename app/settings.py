@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -48,7 +48,17 @@ class Settings(BaseSettings, ModelOptions):
     )
     api_key: SecretStr | None = Field(
         default=None,
-        description="When set, inference routes require `Authorization: Bearer <key>`.",
+        description=(
+            "When set, inference routes require `Authorization: Bearer <key>`, checked before the body is read "
+            "(401). /health and /ready stay open."
+        ),
+    )
+    protect_info_metrics: bool = Field(
+        default=False,
+        description=(
+            "With api_key set, require the key on /info and /metrics too (model names, limits and traffic). Off: "
+            "they stay open for Prometheus and the widget. Needs api_key."
+        ),
     )
     host: str = Field(default="127.0.0.1", description="Interface to listen on (0.0.0.0 in containers).")
     port: int = Field(default=8000, ge=0, le=65535, description="TCP port to listen on.")
@@ -60,6 +70,44 @@ class Settings(BaseSettings, ModelOptions):
     )
     retry_after_s: int = Field(default=1, ge=0, description="Retry-After seconds sent with a 429.")
     max_body_bytes: int = Field(default=2 << 20, ge=1, description="Largest request body; larger gets 413.")
+    max_connections: int = Field(
+        default=1024,
+        ge=1,
+        description=(
+            "Most client connections held at once, lowered to fit the process's descriptor limit. At the limit the "
+            "one that has waited longest on its client (a second or more) is closed for a new one; if none has, "
+            "new clients wait in the listen backlog."
+        ),
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description=(
+            "Seconds a connection has to send a complete request head, from opening (or from the end of its "
+            "keep-alive wait); then 408 and close, or a close alone if it sent nothing."
+        ),
+    )
+    body_timeout_s: float = Field(
+        default=20.0,
+        gt=0,
+        description="Seconds a request has to deliver its whole body once its head has arrived; then 408 and close.",
+    )
+    keep_alive_s: int = Field(
+        default=5,
+        ge=1,
+        description=(
+            "Seconds an idle connection stays open for its next request (above a load balancer's idle timeout "
+            "when there is one)."
+        ),
+    )
+    graceful_shutdown_timeout_s: int = Field(
+        default=25,
+        ge=1,
+        description=(
+            "On SIGTERM, seconds to let in-flight and queued requests finish; what is left is answered 503 and "
+            "the process exits 0. Keep it below the orchestrator's grace period (the k8s base: 40 s, 5 of them preStop)."
+        ),
+    )
     worker_threads: int = Field(
         default=2,
         ge=1,
@@ -84,6 +132,12 @@ class Settings(BaseSettings, ModelOptions):
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None
+
+    @model_validator(mode="after")
+    def _protection_needs_a_key(self) -> Settings:
+        if self.protect_info_metrics and (self.api_key is None or not self.api_key.get_secret_value()):
+            raise ValueError("protect_info_metrics is set but api_key is not: there is no key to require")
+        return self
 
     @property
     def trt_cache_path(self) -> Path:

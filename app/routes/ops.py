@@ -1,4 +1,5 @@
-"""Operational routes: liveness, readiness, info, metrics. Open to probes (no API key)."""
+"""Operational routes: liveness and readiness (`probes`, always open), info and metrics (`router`, which
+takes the API key when `protect_info_metrics` is set)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ from app.runtime import ModelRuntime
 from app.schemas import Health, Info, ModelInfo, Ready
 from app.settings import Settings
 
+probes = APIRouter(tags=["operations"])
 router = APIRouter(tags=["operations"])
 
 
-@router.get(
+@probes.get(
     "/health",
     response_model=Health,
     summary="Liveness: 503 once a model's runtime cannot recover",
@@ -27,7 +29,7 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok" if alive else "unhealthy"}, status_code=200 if alive else 503)
 
 
-@router.get(
+@probes.get(
     "/ready",
     response_model=Ready,
     summary="Readiness: true only when every model is warm and its batcher runs",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import threading
@@ -9,11 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fastapi import Request
+from fastapi import FastAPI, Request
 
 from app.backend import TokenBatch
-from app.errors import InvalidInput
-from app.server import StartupError, create_app
+from app.errors import InvalidInput, install_error_handlers
+from app.metrics import Metrics
+from app.server import RequestGuard, StartupError, create_app
 from app.settings import Settings
 from tests.app.conftest import FAKE_HIDDEN, serving
 from tests.app.fakes import FakeBackend, factory
@@ -243,3 +245,87 @@ def test_cli_exits_2_with_a_clear_message(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "cannot start" in result.stderr and "no manifest.json" in result.stderr
+
+
+# RequestGuard, called as ASGI with a receive that the test controls.
+
+
+def guarded_echo(body_timeout_s: float) -> RequestGuard:
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.post("/embed")
+    async def embed(request: Request) -> dict[str, str]:
+        body = await request.body()
+        await request.receive()  # as cancel_on_disconnect does: returns only when the client goes
+        return {"body": body.decode()}
+
+    return RequestGuard(app, max_body_bytes=1000, body_timeout_s=body_timeout_s, metrics=Metrics())
+
+
+def http_scope(path: str) -> dict[str, object]:
+    return {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+        "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"",
+        "headers": [(b"content-type", b"application/json")], "server": ("127.0.0.1", 8000),
+        "client": ("127.0.0.1", 50000), "state": {},
+    }
+
+
+async def call(app: RequestGuard, chunks: list[tuple[float, dict[str, object]]]) -> list[dict[str, object]]:
+    """Run one request whose receive() yields `chunks` (each after its delay), then waits forever."""
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        if not chunks:
+            await asyncio.Event().wait()
+        delay, message = chunks.pop(0)
+        await asyncio.sleep(delay)
+        return message
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    await asyncio.wait_for(app(http_scope("/embed"), receive, send), 5)  # type: ignore[arg-type]
+    return sent
+
+
+@pytest.mark.asyncio
+async def test_a_body_that_does_not_arrive_in_time_is_408_and_closes() -> None:
+    sent = await call(guarded_echo(0.1), [(0, {"type": "http.request", "body": b'{"in', "more_body": True})])
+    start, body = sent[0], sent[1]
+    assert start["status"] == 408
+    assert (b"connection", b"close") in start["headers"]  # type: ignore[operator]
+    assert json.loads(body["body"]) == {"error": "the request body did not arrive within 0.1 s", "error_type": "timeout"}  # type: ignore[arg-type]
+
+
+@pytest.mark.asyncio
+async def test_the_body_deadline_ends_with_the_body() -> None:
+    # The body is complete in time; waiting for a disconnect afterwards takes longer than the deadline.
+    chunks = [
+        (0.0, {"type": "http.request", "body": b"ab", "more_body": True}),
+        (0.05, {"type": "http.request", "body": b"c", "more_body": False}),
+        (0.2, {"type": "http.disconnect"}),
+    ]
+    sent = await call(guarded_echo(0.1), chunks)
+    assert sent[0]["status"] == 200 and json.loads(sent[1]["body"]) == {"body": "abc"}  # type: ignore[arg-type]
+
+
+@pytest.mark.asyncio
+async def test_a_request_cancelled_at_the_shutdown_timeout_is_answered_503() -> None:
+    sent: list[dict[str, object]] = []
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, object]:
+        await asyncio.Event().wait()  # the body never completes
+        raise AssertionError
+
+    app = guarded_echo(body_timeout_s=60)
+    request = asyncio.ensure_future(app(http_scope("/embed"), receive, send))  # type: ignore[arg-type]
+    await asyncio.sleep(0.05)
+    request.cancel()  # what uvicorn does to the requests left at its graceful-shutdown timeout
+    await request
+    assert sent[0]["status"] == 503
+    assert json.loads(sent[1]["body"]) == {"error": "the server is shutting down", "error_type": "unhealthy"}  # type: ignore[arg-type]

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from app.__main__ import build_parser, settings_from_args
@@ -67,3 +68,13 @@ def test_settings_markdown_is_the_readme_table() -> None:
     rows = [line for line in table.splitlines() if line.startswith("| `DISTILSERVE_")]
     assert len(rows) == len(Settings.model_fields)
     assert "| `DISTILSERVE_PROVIDERS` | `--providers` | `CUDAExecutionProvider,CPUExecutionProvider` |" in table
+
+
+def test_the_shutdown_timeout_ends_before_kubernetes_kills_the_pod() -> None:
+    """SIGTERM comes after the preStop pause; the batcher's drain and the exit need a few seconds more."""
+    deployment = yaml.safe_load((REPO_ROOT / "deploy" / "k8s" / "base" / "deployment.yaml").read_text())
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    drain_and_exit_s = 5
+    assert Settings().graceful_shutdown_timeout_s + drain_and_exit_s <= pod["terminationGracePeriodSeconds"] - pre_stop

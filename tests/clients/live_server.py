@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import resource
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ START_TIMEOUT_S = 90.0
 @dataclass(frozen=True)
 class LiveServer:
     url: str
+    port: int
     process: subprocess.Popen[bytes]
     log_path: Path
 
@@ -48,19 +50,33 @@ def _wait_ready(server: LiveServer) -> None:
     raise RuntimeError(f"server not ready after {START_TIMEOUT_S:.0f}s:\n{server.log()}")
 
 
+def _limit_open_files(limit: int) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+
 @contextmanager
-def live_server(model_dir: Path, log_dir: Path, env: dict[str, str] | None = None) -> Iterator[LiveServer]:
-    """`python -m app --model-dir DIR --port P` on a free port; stopped with SIGTERM afterwards."""
+def live_server(
+    model_dir: Path,
+    log_dir: Path,
+    env: dict[str, str] | None = None,
+    *,
+    args: Sequence[str] = (),
+    max_open_files: int | None = None,
+) -> Iterator[LiveServer]:
+    """`python -m app --model-dir DIR --port P [ARGS]` on a free port; stopped with SIGTERM afterwards.
+
+    `max_open_files` sets the child's descriptor limit (soft and hard), as a container's ulimit would."""
     port = free_port()
     log_path = log_dir / f"server-{port}.log"
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILSERVE_")}
     child_env.update(env or {})
+    command = [sys.executable, "-m", "app", "--model-dir", str(model_dir), "--host", "127.0.0.1", "--port", str(port)]
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "app", "--model-dir", str(model_dir), "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO_ROOT, env=child_env, stdout=log, stderr=subprocess.STDOUT,
+            [*command, *args], cwd=REPO_ROOT, env=child_env, stdout=log, stderr=subprocess.STDOUT,
+            preexec_fn=None if max_open_files is None else lambda: _limit_open_files(max_open_files),
         )
-    server = LiveServer(url=f"http://127.0.0.1:{port}", process=process, log_path=log_path)
+    server = LiveServer(url=f"http://127.0.0.1:{port}", port=port, process=process, log_path=log_path)
     try:
         _wait_ready(server)
         yield server
