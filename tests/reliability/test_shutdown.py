@@ -17,7 +17,7 @@ from tests.reliability.conftest import BASE_ENV
 from tests.reliability.raw_clients import BODY_HEAD, HOST
 
 SHUTDOWN_S = 2.0
-EXIT_SLACK_S = 4.0  # the batcher's drain and interpreter exit, on a loaded machine
+EXIT_SLACK_S = 10.0  # the batcher's drain and interpreter exit, on a loaded 2-core CI machine
 
 
 def test_sigterm_with_an_incomplete_body_exits_zero_within_the_timeout(tiny_mlm_model_dir: Path, tmp_path: Path) -> None:
