@@ -74,6 +74,7 @@ class DistillConfig:
             (not 0 < self.heldout_percent < 100, f"--heldout-percent must be in (0, 100) (got {self.heldout_percent})"),
             (self.checkpoint_every < 1 or self.log_every < 1, "--checkpoint-every and --log-every must be at least 1"),
             (self.eval_every < 0, "--eval-every must be >= 0"),
+            (self.eval_sentences < 1, "--eval-sentences must be at least 1"),
             (self.student_layers is not None and self.student_layers < 1, "--student-layers must be at least 1"),
             (self.ce_positions not in CE_POSITIONS, f"--ce-positions must be one of {', '.join(CE_POSITIONS)}"),
             (self.precision not in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}"),

@@ -19,6 +19,7 @@ from model_export.distill.config import DistillConfig
 from model_export.distill.data import IGNORE, BatchStream, mask_tokens
 from model_export.distill.losses import LossTerms, LossWeights, cosine_loss, mlm_loss, soft_target_loss
 from model_export.distill.teacher import Vocabulary
+from model_export.errors import InvalidOptionError
 from model_export.graph import mlm_head
 
 
@@ -37,6 +38,8 @@ class Precision:
 
 def choose_precision(device: str, precision: str) -> Precision:
     """auto: CUDA when present, with bf16 autocast where supported (else fp16); fp32 on CPU."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InvalidOptionError("--device cuda: torch sees no CUDA device here")
     cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
     target = torch.device("cuda" if cuda else "cpu")
     if precision == "auto":

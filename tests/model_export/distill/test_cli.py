@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from model_export.distill.__main__ import main
 from tests.model_export.distill.conftest import CORPUS
@@ -51,6 +52,7 @@ def assert_one_error_line(capsys: pytest.CaptureFixture[str], *words: str) -> No
         ("resume-without-checkpoint", ["--resume: no checkpoint"]),
         ("bad-option", ["--temperature must be positive"]),
         ("bad-layers", ["--student-layers 3 exceeds the teacher's 2 layers"]),
+        *([("no-cuda", ["--device cuda: torch sees no CUDA device"])] if not torch.cuda.is_available() else []),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(
@@ -81,7 +83,7 @@ def test_bad_input_is_one_line_and_writes_nothing(
         (out / "notes.txt").write_text("mine")
     extra = {
         "missing-teacher": [], "resume-without-checkpoint": ["--resume"], "bad-option": ["--temperature", "0"],
-        "bad-layers": ["--student-layers", "3"],
+        "bad-layers": ["--student-layers", "3"], "no-cuda": ["--device", "cuda"],
     }.get(case, [])
     before = sorted(p.relative_to(outputs) for p in outputs.rglob("*"))
     teacher_arg = "./no/such/teacher" if case == "missing-teacher" else str(teacher)
