@@ -9,8 +9,12 @@ PORT ?= 8000
 SOURCE ?= distilbert-base-uncased
 OUT ?= models/export
 MODEL_DIR ?=
+TEACHER ?= bert-base-uncased
+CORPUS ?=
+STUDENT ?= models/student
+DISTILL_ARGS ?=
 
-.PHONY: serve test test-fast export bench default-model train-head clean
+.PHONY: serve test test-fast export bench distill default-model train-head clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +38,10 @@ export: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m app.bench $(MODEL_DIR) --json bench-results/bench.json
+
+# make distill CORPUS=path/to/texts [TEACHER=hub-id-or-dir] [STUDENT=dir] [DISTILL_ARGS="--max-steps 2000"]
+distill: $(STAMP)
+	$(PY) -m model_export.distill $(TEACHER) $(CORPUS) --out $(STUDENT) $(DISTILL_ARGS)
 
 default-model: $(STAMP)
 	$(PY) -m model_export.default_model build

@@ -46,3 +46,15 @@ class ParityError(ExportError):
 
 class OutputMismatchError(ExportError):
     """An exported graph's output is not what the server reads it as (not a tolerance miss: a wrong graph)."""
+
+
+class NotMaskedLMError(UnsupportedArchitectureError):
+    """A distillation teacher that has no masked-LM head (a plain encoder, or another task's head)."""
+
+
+class TokenizerMismatchError(ExportError):
+    """The tokenizer does not fit the model: missing special tokens, or ids beyond the vocabulary."""
+
+
+class EmptyCorpusError(ExportError):
+    """The training corpus has no files, no text, or too little to hold some out for evaluation."""

@@ -18,7 +18,7 @@ import onnx
 import onnxruntime
 
 from model_export import __version__
-from model_export.errors import ExportError, InvalidOptionError, OutputDirectoryError, ParityError
+from model_export.errors import ExportError, InvalidOptionError, ParityError
 from model_export.fusion import fused_op_counts, optimize
 from model_export.loading import (
     LoadedCheckpoint,
@@ -43,6 +43,7 @@ from model_export.manifest import (
     write_manifest,
 )
 from model_export.parity import GATES, Reference, compute_reference, measure
+from model_export.staging import make_staging_dir, move_into_place
 from model_export.variants import DTYPES, INT8_SCOPES, VARIANT_NAMES, build_variant, variant_file
 
 Progress = Callable[[str], None]
@@ -84,11 +85,11 @@ def export_model(
     say = progress or stderr_progress
     options.check()
     out_dir = Path(out_dir).expanduser().absolute()
-    staging = _make_staging_dir(out_dir)
+    staging = make_staging_dir(out_dir, MANIFEST_FILE, "model directory")
     try:
         with tempfile.TemporaryDirectory(prefix="distilserve-export-") as scratch:
             manifest = _build(source, staging, Path(scratch), options, say)
-        _move_into_place(staging, out_dir)
+        move_into_place(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     say(f"wrote {out_dir} ({', '.join(manifest.variants)})")
@@ -338,34 +339,3 @@ def _save_tokenizer(checkpoint: LoadedCheckpoint, path: Path) -> None:
     tokenizer.no_padding()
     tokenizer.no_truncation()
     tokenizer.save(str(path))
-
-
-def _make_staging_dir(out_dir: Path) -> Path:
-    if out_dir.exists():
-        if not out_dir.is_dir():
-            raise OutputDirectoryError(f"{out_dir}: exists and is not a directory")
-        if any(out_dir.iterdir()) and not (out_dir / MANIFEST_FILE).is_file():
-            raise OutputDirectoryError(f"{out_dir}: exists, is not empty and is not a model directory; refusing to replace it")
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
-        staging.chmod(0o755)  # mkdtemp's 0700 would survive the rename and lock out the server's user
-        return staging
-    except OSError as error:
-        raise OutputDirectoryError(f"{out_dir}: cannot write there: {error.strerror or error}") from None
-
-
-def _move_into_place(staging: Path, out_dir: Path) -> None:
-    """Replace `out_dir` (absent, empty, or a previous model directory) with `staging`."""
-    previous = None
-    try:
-        if out_dir.exists():
-            previous = out_dir.with_name(f".{out_dir.name}.previous-{staging.name}")
-            out_dir.rename(previous)
-        staging.rename(out_dir)
-    except OSError as error:
-        if previous is not None and not out_dir.exists():
-            previous.rename(out_dir)
-        raise OutputDirectoryError(f"{out_dir}: cannot write there: {error.strerror or error}") from None
-    if previous is not None:
-        shutil.rmtree(previous, ignore_errors=True)
