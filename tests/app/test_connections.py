@@ -236,6 +236,22 @@ async def test_the_listening_socket_leaves_clients_in_the_backlog_at_the_limit()
         server.close()
 
 
+def test_accepted_connections_send_without_nagle_delay() -> None:
+    """asyncio sets TCP_NODELAY only when the socket's proto says TCP; without it each keep-alive
+    response waited ~40 ms for a delayed ACK (p50 48 ms instead of 8.5 ms for a 5 ms request)."""
+    guard = ConnectionGuard(limit=4, header_timeout_s=60, keep_alive_s=5, tally=EventTally())
+    server = listening_socket("127.0.0.1", 0, guard)
+    server.listen(1)
+    client = socket.create_connection(server.getsockname())
+    try:
+        accepted, _ = server.accept()
+        assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        accepted.close()
+    finally:
+        client.close()
+        server.close()
+
+
 @pytest.mark.asyncio
 async def test_accepts_out_of_descriptors_are_counted_not_logged(caplog: pytest.LogCaptureFixture) -> None:
     loop = asyncio.get_running_loop()
