@@ -129,7 +129,8 @@ def test_every_panel_follows_the_model_variable(path):
 def test_dashboard_covers_what_operators_ask(path):
     text = " ".join(dashboard_queries(path))
     for metric in ("distilserve_requests_total", "distilserve_stage_duration_seconds_bucket", "distilserve_batch_size",
-                   "distilserve_queue_depth", "distilserve_admitted_tokens", "distilserve_failures_total",
+                   "distilserve_queue_depth", "distilserve_admitted_tokens", "distilserve_expected_wait_seconds",
+                   "distilserve_failures_total",
                    "distilserve_provider_info", "distilserve_ready"):
         assert metric in text, f"dashboard lacks {metric}"
     for quantile in ("0.5", "0.95", "0.99"):
