@@ -94,8 +94,7 @@ def test_adapter_component_scales_every_overlay_on_the_expected_wait(overlay, tm
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_keda_component_replaces_the_hpa_with_a_scaled_object(overlay, tmp_path):
     manifest = with_component(overlay, "autoscale-keda", tmp_path)
-    docs = list(yaml.safe_load_all(manifest))
-    core = [doc for doc in docs if doc["kind"] != "ScaledObject"]
+    core = [doc for doc in yaml.safe_load_all(manifest) if doc["kind"] != "ScaledObject"]
     proc = validate(yaml.safe_dump_all(core))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     kinds = by_kind(manifest)
@@ -105,18 +104,18 @@ def test_keda_component_replaces_the_hpa_with_a_scaled_object(overlay, tmp_path)
     check_scaled_object(scaled)
     deployment = kinds["Deployment"]["metadata"]["name"]
     assert scaled["spec"]["scaleTargetRef"]["name"] == deployment
+    assert scaled["spec"]["scaleTargetRef"].get("kind", "Deployment") == "Deployment"
     # The query's pod pattern takes the Deployment's pods (NAME-REPLICASET-SUFFIX) and no other Deployment's.
     ((_, matchers),) = selectors(prometheus_trigger(scaled)["metadata"]["query"])
     pods = re.compile(re.fullmatch(r'=~"(.*)"', matchers["pod"])[1])
     assert pods.fullmatch(f"{deployment}-5d4b7c9f8-x2k4q")
     assert not pods.fullmatch(f"{deployment}-canary-5d4b7c9f8-x2k4q")
-    assert scaled["spec"].get("scaleTargetRef", {}).get("kind", "Deployment") == "Deployment"
     assert (scaled["spec"]["minReplicaCount"], scaled["spec"]["maxReplicaCount"]) == (plain["minReplicas"], plain["maxReplicas"])
     behavior = scaled["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
     assert behavior == plain["behavior"]
     # The behaviour is an HPA's: validated strictly as one, with the ScaledObject's bounds.
     hpa = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "keda-hpa"},
-           "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "distilserve"},
+           "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment},
                     "minReplicas": scaled["spec"]["minReplicaCount"], "maxReplicas": scaled["spec"]["maxReplicaCount"],
                     "behavior": behavior}}
     proc = validate(yaml.safe_dump(hpa))
