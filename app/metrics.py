@@ -57,6 +57,12 @@ class Metrics:
             "distilserve_admitted_tokens", "Tokens admitted and not yet answered (tokenizing, queued, running).",
             ["model"], registry=r,
         )
+        self.expected_wait = Gauge(
+            "distilserve_expected_wait_seconds",
+            "Admitted tokens over the measured throughput: how long a new request would wait (max_queue_ms bounds "
+            "it; autoscalers read it).",
+            ["model"], registry=r,
+        )
         self.failures = Counter(
             "distilserve_failures", "Error responses by error type and model.", ["error_type", "model"], registry=r
         )
@@ -94,6 +100,7 @@ class ModelMetrics:
         self.inputs = {task: metrics.inputs.labels(model_id, task) for task in TASKS}
         self.queue_depth = metrics.queue_depth.labels(model_id)
         self.admitted_tokens = metrics.admitted_tokens.labels(model_id)
+        self.expected_wait = metrics.expected_wait.labels(model_id)
         self.batch_failures = metrics.batch_failures.labels(model_id)
         self.ready = metrics.ready.labels(model_id)
         self._metrics = metrics

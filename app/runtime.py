@@ -110,6 +110,8 @@ class ModelRuntime:
         self.admission = Admission(
             options.max_queue, options.max_queue_ms / 1000 if options.max_queue_ms else None, retry_after_s
         )
+        # Computed at each scrape, so it is current without a refresh in the /metrics route.
+        metrics.expected_wait.set_function(self.admission.expected_wait_s)
         self.batcher: Batcher[TokenItem, TokenBatch, Answer] = Batcher(
             _BatchRunner(backend),
             max_batch_tokens=options.max_batch_tokens,

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import concurrent.futures
+import re
 import threading
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
 from app.admission import Admission, estimate_tokens
 from app.errors import Overloaded
@@ -74,6 +76,20 @@ class TestAdmission:
         assert estimate_tokens(["abcd" * 10, "x" * 10_000], max_length=128) == 12 + 128
 
 
+def hold_batches(backend: FakeBackend) -> tuple[threading.Event, threading.Event]:
+    """From now on each batch sets `started`, then waits (10 s at most) for `gate` before running."""
+    started, gate = threading.Event(), threading.Event()
+    original_run = backend.run
+
+    def held(batch):  # type: ignore[no-untyped-def]
+        started.set()
+        gate.wait(10)
+        return original_run(batch)
+
+    backend.run = held  # type: ignore[method-assign]
+    return started, gate
+
+
 def test_a_full_server_refuses_before_tokenizing(fake_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """While the queue is full, a request is answered 429 without a single tokenizer call."""
     calls: list[int] = []
@@ -84,18 +100,10 @@ def test_a_full_server_refuses_before_tokenizing(fake_model_dir: Path, monkeypat
         return original(self, texts, **options)
 
     monkeypatch.setattr(TextTokenizer, "encode", counting)
-    gate, started = threading.Event(), threading.Event()
     backend = FakeBackend(hidden_size=FAKE_HIDDEN, vocab_size=30522, mask_id=103)
     settings = Settings(model_dir=[fake_model_dir], max_queue=4, max_inputs_per_request=4, max_wait_ms=0)
     with serving(create_app(settings, factory(backend))) as client:
-        original_run = backend.run
-
-        def blocked(batch):  # type: ignore[no-untyped-def]
-            started.set()
-            gate.wait(10)
-            return original_run(batch)
-
-        backend.run = blocked  # type: ignore[method-assign]
+        started, gate = hold_batches(backend)
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             holder = pool.submit(client.post, "/embed", json={"inputs": ["a", "b", "c", "d"]})
             assert started.wait(10)
@@ -106,6 +114,32 @@ def test_a_full_server_refuses_before_tokenizing(fake_model_dir: Path, monkeypat
             gate.set()
             assert holder.result(10).status_code == 200
         assert client.post("/embed", json={"inputs": "one more"}).status_code == 200
+
+
+def test_metrics_report_the_expected_wait_at_each_scrape(fake_model_dir: Path) -> None:
+    """distilserve_expected_wait_seconds (what autoscalers read) is the admitted tokens over the measured
+    throughput when scraped, with no other request to refresh it, and drops to 0 once they are answered."""
+    backend = FakeBackend(hidden_size=FAKE_HIDDEN, vocab_size=30522, mask_id=103)
+    app = create_app(Settings(model_dir=[fake_model_dir], max_wait_ms=0), factory(backend))
+
+    def scrape(client: TestClient) -> dict[str, float]:
+        text = client.get("/metrics").text
+        return {name: float(value) for name, value in re.findall(
+            r'(?m)^(distilserve_(?:expected_wait_seconds|admitted_tokens))\{model="[^"]+"\} (\S+)$', text)}
+
+    with serving(app) as client:
+        (runtime,) = app.state.registry
+        started, gate = hold_batches(backend)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            holder = pool.submit(client.post, "/embed", json={"inputs": ["a b c", "d e f g h"]})
+            assert started.wait(10)
+            runtime.admission.tokens_per_s = 100.0  # a known throughput while the batch is held
+            held = scrape(client)
+            gate.set()
+            assert holder.result(10).status_code == 200
+        assert held["distilserve_admitted_tokens"] == 5 + 7
+        assert held["distilserve_expected_wait_seconds"] == pytest.approx(12 / 100.0)
+        assert scrape(client)["distilserve_expected_wait_seconds"] == 0.0
 
 
 def test_accepted_requests_start_within_max_queue_ms_plus_one_batch(fake_model_dir: Path) -> None:

@@ -119,12 +119,13 @@ def wait_until_ready(base_url: str, timeout: float = 300, logs: Any = None) -> N
     raise AssertionError(f"{base_url}/ready not 200 within {timeout:.0f}s (last: {last})\n{tail}")
 
 
-def kustomize(overlay: str) -> str:
-    """`kubectl kustomize` of deploy/k8s/overlays/OVERLAY."""
+def kustomize(overlay: str | Path) -> str:
+    """`kubectl kustomize` of deploy/k8s/overlays/OVERLAY, or of a kustomization directory given as a path."""
     from tests.conftest import require_tool
 
     kubectl = require_tool("kubectl")
-    proc = subprocess.run([kubectl, "kustomize", str(K8S / "overlays" / overlay)],
+    root = overlay if isinstance(overlay, Path) else K8S / "overlays" / overlay
+    proc = subprocess.run([kubectl, "kustomize", str(root)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout

@@ -86,25 +86,34 @@ def test_every_dashboard_query_names_an_exported_metric(path):
         assert names <= exported.keys(), f"{sorted(names - exported.keys())} not exported by app.metrics (query: {expr})"
 
 
+def check_query(expr: str, exported: dict[str, set[str]], legend: str = "", target_labels: set[str] = TARGET_LABELS) -> None:
+    """The query names only exported metrics, and only labels they have (or the scrape adds): in matchers,
+    in `by (...)` groupings and in `{{label}}` legends."""
+    names = {name for name, _ in selectors(expr)}
+    assert names, f"query names no distilserve metric: {expr}"
+    assert names <= exported.keys(), f"{sorted(names - exported.keys())} not exported by app.metrics (query: {expr})"
+    metric_labels = [exported[name] | target_labels for name, _ in selectors(expr)]
+    for name, matchers in selectors(expr):
+        unknown = matchers.keys() - exported[name] - target_labels
+        assert not unknown, f"{name} has no {sorted(unknown)}: {expr}"
+    groupings = [{label.strip() for label in group.split(",") if label.strip()}
+                 for group in re.findall(r"\b(?:by|without)\s*\(([^)]*)\)", expr)]
+    for grouping in groupings:
+        for labels in metric_labels:
+            assert grouping <= labels, f"grouping by {sorted(grouping - labels)}, which a metric lacks: {expr}"
+    used = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", legend))
+    # After an aggregation only its grouping labels are left (le is used up by histogram_quantile).
+    kept = set.intersection(*groupings) - {"le"} if groupings else set.union(*metric_labels)
+    assert used <= kept, f"legend {legend!r} names {sorted(used - kept)}, not in the result: {expr}"
+
+
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
 def test_every_label_a_query_uses_is_one_its_metrics_have(path):
     """Matchers, `by (...)` groupings and `{{label}}` legends: a renamed label leaves a panel empty or
     its legend blank, with no error anywhere."""
     exported = exported_metrics()
     for target in dashboard_targets(path):
-        expr = target["expr"]
-        metric_labels = [exported[name] | TARGET_LABELS for name, _ in selectors(expr)]
-        for name, matchers in selectors(expr):
-            assert matchers.keys() <= exported[name] | TARGET_LABELS, f"{name} has no {sorted(matchers.keys() - exported[name])}: {expr}"
-        groupings = [{label.strip() for label in group.split(",") if label.strip()}
-                     for group in re.findall(r"\b(?:by|without)\s*\(([^)]*)\)", expr)]
-        for grouping in groupings:
-            for labels in metric_labels:
-                assert grouping <= labels, f"grouping by {sorted(grouping - labels)}, which a metric lacks: {expr}"
-        legend = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", target.get("legendFormat", "")))
-        # After an aggregation only its grouping labels are left (le is used up by histogram_quantile).
-        kept = set.intersection(*groupings) - {"le"} if groupings else set.union(*metric_labels)
-        assert legend <= kept, f"legend {target['legendFormat']!r} names {sorted(legend - kept)}, not in the result: {expr}"
+        check_query(target["expr"], exported, target.get("legendFormat", ""))
 
 
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
@@ -129,7 +138,8 @@ def test_every_panel_follows_the_model_variable(path):
 def test_dashboard_covers_what_operators_ask(path):
     text = " ".join(dashboard_queries(path))
     for metric in ("distilserve_requests_total", "distilserve_stage_duration_seconds_bucket", "distilserve_batch_size",
-                   "distilserve_queue_depth", "distilserve_admitted_tokens", "distilserve_failures_total",
+                   "distilserve_queue_depth", "distilserve_admitted_tokens", "distilserve_expected_wait_seconds",
+                   "distilserve_failures_total",
                    "distilserve_provider_info", "distilserve_ready"):
         assert metric in text, f"dashboard lacks {metric}"
     for quantile in ("0.5", "0.95", "0.99"):
