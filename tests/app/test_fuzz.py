@@ -77,10 +77,6 @@ def test_every_operation_conforms_to_its_schema(client: TestClient) -> None:
     operations = [result.ok() for result in schema.get_all_operations()]
     assert {"/fill-mask", "/embed", "/", "/v1/embeddings", "/tokenize", "/decode"} <= {op.path for op in operations}
     for operation in operations:
-        if operation.path == "/":
-            # schemathesis 4.32 rejects every body it generates for this anyOf of two $refs (Unsatisfiable);
-            # ROUTE_BODIES covers "/" instead.
-            continue
 
         @BOUNDED
         @given(case=operation.as_strategy())

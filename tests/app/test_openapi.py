@@ -103,10 +103,23 @@ def test_docs_page_uses_local_assets_when_bundled(fake_model_dir: Path) -> None:
         assert client.get(f"{docs.ASSETS_PATH}/{asset}").status_code == 200
 
 
-def test_root_body_is_documented_as_either_request(fake_model_dir: Path) -> None:
-    backend = FakeBackend(hidden_size=FAKE_HIDDEN, vocab_size=30522, mask_id=103)
-    document = create_app(Settings(model_dir=fake_model_dir), factory(backend)).openapi()
-    schema = document["paths"]["/"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    refs = {option["$ref"].rsplit("/", 1)[-1] for option in schema["anyOf"]}
-    assert refs == {"FillMaskRequest", "EmbedRequest"}
-    assert all(name in document["components"]["schemas"] for name in refs)
+# Bodies POST / accepts, with the task `task_of` picks for each.
+ROOT_BODIES = [
+    ({"inputs": "x"}, "EmbedRequest"),
+    ({"inputs": ["x", "y"], "normalize": False, "dimensions": 4}, "EmbedRequest"),
+    ({"inputs": "a [MASK]", "parameters": {}}, "FillMaskRequest"),
+    ({"inputs": "a [MASK]", "parameters": {"top_k": 2}, "normalize": True}, "FillMaskRequest"),
+]
+
+
+@pytest.mark.parametrize(("body", "branch"), ROOT_BODIES)
+def test_root_body_matches_exactly_the_branch_the_server_picks(schema: dict[str, Any], body: dict[str, Any], branch: str) -> None:
+    jsonschema_rs = pytest.importorskip("jsonschema_rs")  # schemathesis' validator
+    body_schema = schema["paths"]["/"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert set(body_schema) - {"title", "description"} == {"oneOf"}, "one schema, not oneOf and anyOf side by side"
+    matching = []
+    for option in body_schema["oneOf"]:
+        validator = jsonschema_rs.validator_for({**option, "components": schema["components"]})
+        if validator.is_valid(body):
+            matching.append(str(option["allOf"][0]["$ref"]).rsplit("/", 1)[-1])
+    assert matching == [branch]
