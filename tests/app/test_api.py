@@ -138,6 +138,14 @@ LONG = " ".join(["word"] * 200)
         ("/fill-mask", {}, 422, "validation", r"body\.inputs.*[Ff]ield required"),
         ("/fill-mask", {"inputs": "a [MASK]", "parameters": {"targets": [""]}}, 422, "validation", r"targets"),
         ("/fill-mask", {"inputs": ""}, 400, "empty", r"empty"),
+        # TEI answers an empty input 400; a blank one is answered the same (the schema's pattern says so).
+        ("/embed", {"inputs": " \t\u3000"}, 400, "empty", r"input 0 is only whitespace"),
+        ("/", {"inputs": ["ok", "\n"]}, 400, "empty", r"input 1 is only whitespace"),
+        ("/fill-mask", {"inputs": "a [MASK]", "parameters": {"targets": []}}, 422, "validation",
+         r"targets: name at least one target"),
+        ("/fill-mask", {"inputs": "a [MASK]", "parameters": {"targets": ["cat", " "]}}, 422, "validation",
+         r"targets: target 1 is empty or only whitespace"),
+        ("/embed", {"inputs": "x", "dimensions": "8"}, 422, "validation", r"body\.dimensions"),
         ("/embed", {"inputs": []}, 400, "empty", r"empty"),
         ("/embed", {"inputs": ["ok", ""]}, 400, "empty", r"input 1"),
         ("/embed", {"inputs": LONG}, 422, "validation", r"202 tokens.*at most 128"),
@@ -164,6 +172,13 @@ def test_error_cases(
     assert set(payload) == {"error", "error_type"}
     assert payload["error_type"] == error_type
     assert re.search(message, payload["error"]), payload["error"]
+
+
+def test_whole_floats_are_integers_as_the_schema_says(client: TestClient) -> None:
+    # JSON Schema's integer is any number without a fraction; strict parsing must not refuse 4.0.
+    assert len(client.post("/embed", json={"inputs": "x", "dimensions": 4.0}).json()[0]) == 4
+    assert len(client.post("/fill-mask", json={"inputs": "a [MASK]", "parameters": {"top_k": 2.0}}).json()) == 2
+    assert client.post("/embed", json={"inputs": "x", "dimensions": 4.5}).status_code == 422
 
 
 def test_fill_mask_candidate_bound_counts_targets(client: TestClient) -> None:

@@ -3,6 +3,7 @@ types, 401 only when a key is enforced; /docs renders from local assets when swa
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +12,12 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from app.errors import ERROR_TABLE, error_body_model
+from app.model_config import SCHEMA_MAX_INPUTS
 from app.routes import docs
+from app.schemas import NOT_BLANK, WHITESPACE
 from app.server import create_app
 from app.settings import Settings
+from app.tokenizer import is_blank
 from tests.app.fakes import FakeBackend, factory
 from tests.app.conftest import FAKE_HIDDEN
 
@@ -123,3 +127,34 @@ def test_root_body_matches_exactly_the_branch_the_server_picks(schema: dict[str,
         if validator.is_valid(body):
             matching.append(str(option["allOf"][0]["$ref"]).rsplit("/", 1)[-1])
     assert matching == [branch]
+
+
+def test_the_blank_pattern_is_the_servers_whitespace() -> None:
+    assert sorted(map(ord, WHITESPACE)) == [code for code in range(0x110000) if chr(code).isspace()]
+    for text in ("", " ", "\t\u3000\x85", " a ", "\x00", "[MASK]"):
+        assert (re.search(NOT_BLANK, text) is None) == is_blank(text), repr(text)
+
+
+def test_the_schemas_state_the_static_limits(schema: dict[str, Any]) -> None:
+    components = schema["components"]["schemas"]
+
+    def text_limits(option: dict[str, Any]) -> tuple[object, object]:
+        return option.get("minLength"), option.get("pattern")
+
+    for name in ("EmbedRequest", "FillMaskRequest"):
+        text, texts = components[name]["properties"]["inputs"]["anyOf"]
+        assert text_limits(text) == text_limits(texts["items"]) == (1, NOT_BLANK), name
+        assert (texts["minItems"], texts["maxItems"]) == (1, SCHEMA_MAX_INPUTS), name
+    dimensions = components["EmbedRequest"]["properties"]["dimensions"]["anyOf"][0]
+    assert dimensions == components["EmbeddingsRequest"]["properties"]["dimensions"]["anyOf"][0]
+    assert dimensions["minimum"] == 1
+    parameters = components["FillMaskParameters"]["properties"]
+    assert parameters["top_k"]["minimum"] == 0
+    assert parameters["targets"]["anyOf"][0]["minItems"] == 1
+    ids = components["EmbeddingsRequest"]["properties"]["input"]["anyOf"][2]
+    assert ids["minItems"] == 1 and ids["items"]["minimum"] == 0
+    assert components["DecodeRequest"]["properties"]["ids"]["anyOf"][0]["items"]["minimum"] == 0
+    # What only the model knows is said in words.
+    assert "max_input_length" in components["EmbedRequest"]["properties"]["inputs"]["description"]
+    assert "hidden_size" in components["EmbedRequest"]["properties"]["dimensions"]["description"]
+    assert "max_top_k" in parameters["top_k"]["description"]
