@@ -160,6 +160,10 @@ LONG = " ".join(["word"] * 200)
          r"target contains a lone surrogate"),
         ("/", {"inputs": "a \udfff [MASK]", "parameters": {}}, 422, "tokenizer", r"input 0 contains a lone surrogate"),
         ("/embed", {"inputs": ["ok", "\ud800"]}, 422, "tokenizer", r"input 1 contains a lone surrogate"),
+        # A model name is text too: refused like the tokenizer refuses text, never repeated back.
+        ("/embed", {"inputs": "x", "model": "a\ud800"}, 422, "tokenizer",
+         r"^model contains a lone surrogate \(U\+D800\) at character 1; send valid Unicode$"),
+        ("/decode", {"ids": [101], "model": "\udfff"}, 422, "tokenizer", r"^model contains a lone surrogate \(U\+DFFF\)"),
     ],
 )
 def test_error_cases(
@@ -241,6 +245,13 @@ def _sample(client: TestClient, name: str, labels: str = "") -> float:
         if all(pair in present for pair in wanted):
             total += float(match.group(2))
     return total
+
+
+def test_probes_answer_head(client: TestClient) -> None:
+    for path in ("/health", "/ready"):
+        get, head = client.get(path), client.head(path)
+        assert head.status_code == get.status_code == 200
+        assert head.content == b"" and head.headers["content-type"] == get.headers["content-type"]
 
 
 def test_metrics_are_present_and_move(client: TestClient) -> None:

@@ -138,6 +138,7 @@ class TestRoutes:
             ({"input": [2**70]}, "validation", "input 0 has token ids outside the vocabulary"),
             ({"input": [[101], [2**63]]}, "validation", "input 1 has token ids outside the vocabulary"),
             ({"input": "\ud800"}, "tokenizer", "input 0 contains a lone surrogate"),
+            ({"input": "x", "model": "\udfff"}, "tokenizer", "model contains a lone surrogate (U+DFFF) at character 0"),
         ],
     )
     def test_huge_ids_and_lone_surrogates_are_4xx(
