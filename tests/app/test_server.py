@@ -6,11 +6,13 @@ import asyncio
 import json
 import shutil
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from fastapi import FastAPI, Request
+from pydantic import SecretStr
 
 from app.backend import TokenBatch
 from app.errors import InvalidInput, install_error_handlers
@@ -245,6 +247,39 @@ def test_cli_exits_2_with_a_clear_message(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "cannot start" in result.stderr and "no manifest.json" in result.stderr
+
+
+def test_every_413_is_counted_once_under_its_route(fake_model_dir: Path) -> None:
+    app = create_app(settings_for(fake_model_dir, max_body_bytes=100), factory(fake()))
+    registry = app.state.metrics.registry
+
+    def counted() -> tuple[float, float]:
+        requests = registry.get_sample_value("distilserve_requests_total", {"route": "/embed", "status": "413", "model": ""})
+        failures = registry.get_sample_value("distilserve_failures_total", {"error_type": "payload_too_large", "model": ""})
+        return requests or 0.0, failures or 0.0
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: refused while reading
+        yield b'{"inputs": "'
+        yield b"x" * 200
+        yield b'"}'
+
+    with serving(app) as client:
+        assert client.post("/embed", json={"inputs": "x" * 200}).status_code == 413  # refused on Content-Length
+        assert counted() == (1, 1)
+        assert client.post("/embed", content=chunks(), headers={"content-type": "application/json"}).status_code == 413
+        assert counted() == (2, 2)
+        # A route that reads no body, or none at all, answers as it would any request.
+        assert client.post("/nowhere", content=b"x" * 200).status_code == 404
+        assert client.put("/embed", content=b"x" * 200).status_code == 405
+        assert counted() == (2, 2)
+        assert registry.get_sample_value("distilserve_requests_total", {"route": "unmatched", "status": "413", "model": ""}) is None
+
+
+def test_the_key_is_checked_before_the_body_size(fake_model_dir: Path) -> None:
+    app = create_app(settings_for(fake_model_dir, max_body_bytes=100, api_key=SecretStr("k")), factory(fake()))
+    with serving(app) as client:
+        assert client.post("/embed", json={"inputs": "x" * 200}).status_code == 401
+        assert client.post("/embed", json={"inputs": "x" * 200}, headers={"Authorization": "Bearer k"}).status_code == 413
 
 
 # RequestGuard, called as ASGI with a receive that the test controls.
