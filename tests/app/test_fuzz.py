@@ -278,3 +278,27 @@ def test_nasty_values_get_a_documented_4xx_or_an_answer(client: TestClient, path
         assert not ECHOED_SURROGATE.search(error_message(response)), (body, response.text)
 
     check()
+
+
+# The body is read only as JSON (application/json or application/*+json, any parameters) and only without
+# a content coding; anything else is a 415 before the body is read.
+media_types = st.sampled_from([
+    "application/json", "application/json; charset=utf-8", "Application/JSON", "application/problem+json",
+    "text/plain", "text/json", "application/jsonx", "application/x-www-form-urlencoded", "multipart/form-data",
+]) | st.from_regex(r"[a-z]{1,8}/[a-z+.-]{1,10}(; ?charset=utf-8)?", fullmatch=True)
+content_codings = st.sampled_from(["", "identity", "IDENTITY", "gzip", "br", "deflate", "zstd", "identity, gzip"])
+
+
+def test_only_plain_json_bodies_are_read(client: TestClient) -> None:
+    @BOUNDED
+    @given(content_type=media_types, coding=content_codings)
+    def check(content_type: str, coding: str) -> None:
+        headers = {"content-type": content_type} | ({"content-encoding": coding} if coding else {})
+        response = client.post("/tokenize", content=b'{"inputs": "x"}', headers=headers)
+        main, _, sub = content_type.split(";")[0].strip().lower().partition("/")
+        json_type = main == "application" and (sub == "json" or sub.endswith("+json"))
+        plain = all(part.strip().lower() in ("", "identity") for part in coding.split(","))
+        assert response.status_code == (200 if json_type and plain else 415), (headers, response.text)
+        assert_error_shape("/tokenize", response.status_code, response.json())
+
+    check()

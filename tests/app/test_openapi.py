@@ -22,15 +22,17 @@ from tests.app.fakes import FakeBackend, factory
 from tests.app.conftest import FAKE_HIDDEN
 
 # Route -> the error kinds its handler (or the layers around it) can answer with.
-INFERENCE = ("validation", "tokenizer", "empty", "payload_too_large", "overloaded", "unhealthy", "backend")
+INFERENCE = (
+    "validation", "tokenizer", "empty", "payload_too_large", "unsupported_media", "overloaded", "unhealthy", "backend"
+)
 EXPECTED_ERRORS: dict[str, tuple[str, ...]] = {
     "/embed": INFERENCE,
     "/fill-mask": INFERENCE,
     "/": INFERENCE,
     "/v1/embeddings": INFERENCE,
     "/embeddings": INFERENCE,
-    "/tokenize": ("validation", "tokenizer", "payload_too_large", "internal"),
-    "/decode": ("validation", "payload_too_large", "internal"),
+    "/tokenize": ("validation", "tokenizer", "payload_too_large", "unsupported_media", "internal"),
+    "/decode": ("validation", "tokenizer", "payload_too_large", "unsupported_media", "internal"),
 }
 
 
