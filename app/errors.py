@@ -26,6 +26,7 @@ ERROR_TABLE: dict[str, tuple[int, str]] = {
     "validation": (422, "invalid_request_error"),
     "tokenizer": (422, "invalid_request_error"),
     "empty": (400, "invalid_request_error"),
+    "bad_request": (400, "invalid_request_error"),  # HTTP the server cannot parse (app/connections.py)
     "payload_too_large": (413, "invalid_request_error"),
     "unsupported_media": (415, "invalid_request_error"),
     "timeout": (408, "invalid_request_error"),
