@@ -11,7 +11,7 @@ asyncio then logs a traceback for every failed accept. Here:
   accept never runs out of descriptors;
 - `GuardedH11Protocol`: each connection has `header_timeout_s` to deliver a complete request head
   (from opening, or from the end of its keep-alive wait), else 408 and close (a close alone if it
-  sent nothing);
+  sent nothing); a request h11 cannot parse gets a 400 in the JSON error shape, not uvicorn's text;
 - `EventTally`: one log line per interval that sums up what was closed, not a line per socket.
 
 The body deadline is the app's (`RequestGuard` in app/server.py): only the app knows when it waits
@@ -25,11 +25,13 @@ import asyncio
 import fcntl
 import json
 import logging
+import re
 import resource
 import socket
 import sys
 import termios
 from collections import Counter
+from http import HTTPStatus
 from typing import Any, ClassVar
 
 import h11
@@ -37,7 +39,7 @@ import uvicorn
 from starlette.types import ASGIApp
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from app.errors import error_body
+from app.errors import error_body, status_for
 from app.settings import Settings
 
 log = logging.getLogger("distilserve.connections")
@@ -84,11 +86,22 @@ class EventTally:
             self.counts.clear()
 
 
-def timeout_response(message: str) -> bytes:
-    """A whole 408 in the JSON error shape, written straight to a transport that has no request."""
-    body = json.dumps(error_body("timeout", message, "")).encode()
-    head = f"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
+def raw_error_response(kind: str, message: str) -> bytes:
+    """A whole response in the JSON error shape (TEI style: there may be no path to pick another), written
+    straight to a transport that has no request the app could answer; the connection closes after it."""
+    status = HTTPStatus(status_for(kind))
+    body = json.dumps(error_body(kind, message, "")).encode()
+    head = f"HTTP/1.1 {status.value} {status.phrase}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
     return (head + "connection: close\r\n\r\n").encode() + body
+
+
+def malformed_reason(error: BaseException | None) -> str:
+    """What h11 found wrong with a request, without the client's bytes it quotes (`illegal request line:
+    bytearray(b'...')`): those may be anything, TLS records included."""
+    if not isinstance(error, h11.RemoteProtocolError):
+        return "malformed HTTP request"
+    reason = re.split(r": (?:bytearray\()?b['\"]", str(error), maxsplit=1)[0]
+    return f"malformed HTTP request: {reason}"
 
 
 def unread_bytes(transport: asyncio.BaseTransport) -> int:
@@ -116,7 +129,7 @@ class ConnectionGuard:
         # Connection -> when it began to wait on its client (loop time), oldest first (a dict keeps order).
         self._waiting: dict[GuardedH11Protocol, float] = {}
         self._full = False
-        self.head_overdue = timeout_response(f"the request head did not arrive within {header_timeout_s:g} s")
+        self.head_overdue = raw_error_response("timeout", f"the request head did not arrive within {header_timeout_s:g} s")
 
     def may_accept(self) -> bool:
         """Whether one more socket fits. At the limit, close the connection that has waited longest on its
@@ -202,6 +215,13 @@ class GuardedH11Protocol(H11Protocol):
             # uvicorn's keep-alive timer closes the connection if nothing comes; once something does,
             # the head has header_timeout_s more to be complete.
             self._await_head(self.guard.keep_alive_s + self.guard.header_timeout_s)
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn answers a request h11 cannot parse (a negative Content-Length, a broken request line,
+        TLS bytes on this plain port) with a plain-text 400; answer in the JSON error shape instead.
+        uvicorn calls this inside its `except h11.RemoteProtocolError`, so that error says what was wrong."""
+        self.transport.write(raw_error_response("bad_request", malformed_reason(sys.exception())))
+        self.transport.close()
 
     def _await_head(self, within_s: float) -> None:
         if self._deadline is not None:

@@ -26,7 +26,9 @@ ERROR_TABLE: dict[str, tuple[int, str]] = {
     "validation": (422, "invalid_request_error"),
     "tokenizer": (422, "invalid_request_error"),
     "empty": (400, "invalid_request_error"),
+    "bad_request": (400, "invalid_request_error"),  # HTTP the server cannot parse (app/connections.py)
     "payload_too_large": (413, "invalid_request_error"),
+    "unsupported_media": (415, "invalid_request_error"),
     "timeout": (408, "invalid_request_error"),
     "unauthorized": (401, "authentication_error"),
     "not_found": (404, "invalid_request_error"),
@@ -46,7 +48,7 @@ GENERIC_500 = "internal server error"
 
 # What can go wrong on any route that reads a body, beyond the route's own kinds. 401 is not here:
 # the server adds it (`auth_responses`) only when an API key is configured.
-COMMON_ERRORS = ("validation", "payload_too_large", "timeout", "internal")
+COMMON_ERRORS = ("validation", "payload_too_large", "unsupported_media", "timeout", "internal")
 
 
 class ServiceError(Exception):
@@ -78,6 +80,12 @@ class EmptyInput(ServiceError):
 
 class PayloadTooLarge(ServiceError):
     kind = "payload_too_large"
+
+
+class UnsupportedMedia(ServiceError):
+    """A body this server cannot read as sent: compressed, or not JSON."""
+
+    kind = "unsupported_media"
 
 
 class RequestTimeout(ServiceError):

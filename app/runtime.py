@@ -29,7 +29,7 @@ from app.errors import BackendError, InvalidInput, Unhealthy
 from app.metrics import ModelMetrics
 from app.model_config import ModelOptions
 from app.providers import ShapeLimits
-from app.tokenizer import Direction, TextTokenizer, Token
+from app.tokenizer import Direction, TextTokenizer, Token, is_blank
 from app.workers import WorkerPool
 
 log = logging.getLogger("distilserve.runtime")
@@ -301,6 +301,11 @@ class ModelRuntime:
     ) -> tuple[list[np.ndarray], np.ndarray | None]:
         target_ids = None
         if targets is not None:
+            if not targets:  # the pipeline refuses this too ("At least one target must be provided")
+                raise InvalidInput("targets: name at least one target, or leave targets out")
+            for index, target in enumerate(targets):
+                if is_blank(target):
+                    raise InvalidInput(f"targets: target {index} is empty or only whitespace")
             target_ids = tasks.target_ids(targets, self.tokenizer.token_to_id, self.tokenizer.first_piece)
             if target_ids is None:
                 raise InvalidInput("targets: none of the targets maps to a vocabulary token")

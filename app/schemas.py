@@ -1,18 +1,63 @@
-"""Request and response models. Strict types: a wrong type is a 422 that names the field."""
+"""Request and response models. Strict types: a wrong type is a 422 that names the field.
+
+The schemas state every limit that does not depend on the model: text is not blank, lists are not
+empty, token ids and `top_k` are not negative, `dimensions` is at least 1. Pydantic enforces the type
+and size caps; most of these limits are enforced after parsing (`documented`), by the layer that names
+the model's own bound in the same message, or answers as TEI does (an empty or blank input is a 400
+`empty` from the tokenizer, which pydantic cannot say). Limits that depend on the model (its max
+length, hidden size, vocabulary, mask token, max_top_k, max_inputs_per_request: all in /info) are in
+the field descriptions; breaking one is a 422.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from app.model_config import SCHEMA_MAX_INPUTS, SCHEMA_MAX_TOKEN_IDS
 
-# Capped lists: a huge list is one parse error, not thousands of per-item errors built on the event loop.
-Texts = Annotated[list[str], Field(max_length=SCHEMA_MAX_INPUTS)]
-TokenIdList = Annotated[list[int], Field(max_length=SCHEMA_MAX_TOKEN_IDS)]
+# What str.isspace() calls whitespace, spelled out so the schema's pattern says what the tokenizer checks.
+WHITESPACE = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+    "\u2028\u2029\u202f\u205f\u3000"
+)
+NOT_BLANK = f"[^{WHITESPACE}]"
 
-MODEL_FIELD_DESCRIPTION = "The model to use (its id in /v1/models). Unset: the first model that serves this task."
+
+def _whole_number(value: Any) -> Any:
+    """5.0 is an integer to JSON Schema (and to JavaScript); strict pydantic would refuse it."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# Integers as JSON Schema means them (a number with no fraction; strings and booleans stay refused).
+# Placed after a type's constraints, so pydantic still writes them as JSON Schema keywords.
+WHOLE_NUMBER = BeforeValidator(_whole_number)
+
+
+def documented(**keywords: Any) -> Any:
+    """A limit the schema states but a later layer enforces (with TEI's status, or the model's bounds)."""
+    return Field(json_schema_extra=keywords)
+
+
+# Text to embed or fill: at least one character that is not whitespace.
+InputText = Annotated[str, documented(minLength=1, pattern=NOT_BLANK)]
+# Capped lists: a huge list is one parse error, not thousands of per-item errors built on the event loop.
+InputTexts = Annotated[list[InputText], Field(max_length=SCHEMA_MAX_INPUTS, json_schema_extra={"minItems": 1})]
+Targets = InputTexts | InputText
+Texts = Annotated[list[str], Field(max_length=SCHEMA_MAX_INPUTS)]
+TokenId = Annotated[int, documented(minimum=0), WHOLE_NUMBER]
+TokenIdList = Annotated[list[TokenId], Field(max_length=SCHEMA_MAX_TOKEN_IDS)]
+Dimensions = Annotated[int, Field(ge=1), WHOLE_NUMBER]
+
+MODEL_FIELD_DESCRIPTION = (
+    "The model to use (its id in /v1/models); a model not served here is a 404 `model_not_found`. "
+    "Unset: the first model that serves this task."
+)
+INPUT_LIMITS = (
+    "At most the model's `max_client_batch_size` inputs, each at most its `max_input_length` tokens "
+    "(see /info)."
+)
 
 
 class ModelRequest(BaseModel):
@@ -25,14 +70,22 @@ class ModelRequest(BaseModel):
 class FillMaskParameters(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
 
-    top_k: int = Field(default=5, description="Candidates per mask, highest score first.")
-    targets: Texts | str | None = Field(
-        default=None, description="Only score these tokens (a word outside the vocabulary uses its first piece)."
+    top_k: Annotated[int, documented(minimum=0), WHOLE_NUMBER] = Field(
+        default=5, description="Candidates per mask, highest score first; at most the model's `max_top_k` (/info)."
+    )
+    targets: Targets | None = Field(
+        default=None,
+        description=(
+            "Only score these tokens (a word outside the vocabulary uses its first piece). A target the "
+            "model's vocabulary cannot spell at all is dropped; when none is left, 422."
+        ),
     )
 
 
 class FillMaskRequest(ModelRequest):
-    inputs: str | Texts = Field(description="Text(s) with at least one mask token each.")
+    inputs: InputText | InputTexts = Field(
+        description="Text(s), each with at least one of the model's mask token (/info `mask_token`). " + INPUT_LIMITS
+    )
     parameters: FillMaskParameters = Field(default_factory=FillMaskParameters)
 
 
@@ -44,13 +97,15 @@ class FillMaskCandidate(BaseModel):
 
 
 class EmbedRequest(ModelRequest):
-    inputs: str | Texts
+    inputs: InputText | InputTexts = Field(description=INPUT_LIMITS)
     normalize: bool = Field(default=True, description="L2-normalize each embedding.")
     truncate: bool = Field(default=False, description="Cut inputs over the max length instead of refusing them.")
     truncation_direction: Literal["right", "left", "Right", "Left"] = Field(
         default="right", description="Which end to cut when truncating: right keeps the start."
     )
-    dimensions: int | None = Field(default=None, description="Keep the first N dimensions (then normalize).")
+    dimensions: Dimensions | None = Field(
+        default=None, description="Keep the first N dimensions (then normalize); at most the model's `hidden_size` (/info)."
+    )
 
 
 class ErrorBody(BaseModel):

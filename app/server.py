@@ -10,6 +10,7 @@ Dialect routers (OpenAI, HF, TEI) are one entry each in `create_app`'s list of p
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -31,6 +32,7 @@ from app.errors import (
     GENERIC_500,
     PayloadTooLarge,
     RequestTimeout,
+    UnsupportedMedia,
     error_body,
     error_body_model,
     error_responses,
@@ -162,6 +164,12 @@ class RequestGuard:
 
     A pure ASGI middleware (not BaseHTTPMiddleware) so streaming and cancellation stay intact and an
     unexpected exception never reaches the server's default handler (which would re-raise it).
+
+    Body refusals on the request's headers (a Content-Length over the limit, a Content-Encoding or
+    Content-Type the server cannot read: `media_refusal`) are raised when the route first reads the
+    body, before anything is read: so they come after routing and the API key check, are counted under
+    the route they were for, and reach `failures` through the error handlers like every other error.
+    The errors this layer answers itself it counts itself.
     """
 
     def __init__(self, app: ASGIApp, max_body_bytes: int, body_timeout_s: float, metrics: Metrics) -> None:
@@ -174,7 +182,6 @@ class RequestGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = scope["path"]
         state: dict[str, Any] = {"status": 500, "started": False}
 
         async def send_tracked(message: Message) -> None:
@@ -183,11 +190,8 @@ class RequestGuard:
                 state["started"] = True
             await send(message)
 
-        declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            await self._error(send_tracked, "payload_too_large", self._too_large(), path)
-            self._count(scope, state["status"])
-            return
+        headers = dict(scope.get("headers", []))
+        declared = headers.get(b"content-length")
         received = 0
         body_complete = False
         deadline = asyncio.get_running_loop().time() + self.body_timeout_s
@@ -196,6 +200,10 @@ class RequestGuard:
             nonlocal received, body_complete
             if body_complete:  # later receives only wait for a disconnect: no deadline for those
                 return await receive()
+            if not received:  # refused on its headers, before a byte of the body is read
+                media_refusal(headers)
+                if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+                    raise PayloadTooLarge(self._too_large())
             try:
                 message = await asyncio.wait_for(receive(), deadline - asyncio.get_running_loop().time())
             except TimeoutError:
@@ -213,14 +221,10 @@ class RequestGuard:
             # Only the server cancels a request task: its graceful-shutdown timeout ran out (the runtime has
             # dropped the request's queued inputs on the way out). Answer rather than go silent; nothing
             # above this layer waits for the cancellation.
-            self.metrics.failures.labels("unhealthy", _model_of(scope)).inc()
-            if not state["started"]:
-                await self._error(send_tracked, "unhealthy", "the server is shutting down", path)
+            await self._fail(scope, send_tracked, "unhealthy", "the server is shutting down", answer=not state["started"])
         except Exception:
-            log.exception("unhandled error on %s %s", scope.get("method"), path)
-            self.metrics.failures.labels("internal", _model_of(scope)).inc()
-            if not state["started"]:
-                await self._error(send_tracked, "internal", GENERIC_500, path)
+            log.exception("unhandled error on %s %s", scope.get("method"), scope["path"])
+            await self._fail(scope, send_tracked, "internal", GENERIC_500, answer=not state["started"])
         finally:
             self._count(scope, state["status"])
 
@@ -232,10 +236,12 @@ class RequestGuard:
         template = getattr(route, "path", None) or "unmatched"
         self.metrics.requests.labels(template, str(status), _model_of(scope)).inc()
 
-    async def _error(self, send: Send, kind: str, message: str, path: str) -> None:
-        import json
-
-        body = json.dumps(error_body(kind, message, path)).encode()
+    async def _fail(self, scope: Scope, send: Send, kind: str, message: str, answer: bool) -> None:
+        """Count the error once and, unless a response has begun, answer it in the JSON error shape."""
+        self.metrics.failures.labels(kind, _model_of(scope)).inc()
+        if not answer:
+            return
+        body = json.dumps(error_body(kind, message, scope["path"])).encode()
         await send(
             {
                 "type": "http.response.start",
@@ -244,6 +250,33 @@ class RequestGuard:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+def media_refusal(headers: dict[bytes, bytes]) -> None:
+    """Raise UnsupportedMedia for a body the routes cannot read: a content coding (gzip, br, ...: there
+    is no decoder here, and a compressed body would otherwise fail as malformed JSON), or a Content-Type
+    that is not JSON. A request that declares no body is left to the route (422 for a missing body)."""
+    codings = [part.strip().lower() for part in headers.get(b"content-encoding", b"").decode("latin-1").split(",")]
+    unsupported = [coding for coding in codings if coding not in ("", "identity")]
+    if unsupported:
+        raise UnsupportedMedia(
+            f"Content-Encoding {', '.join(unsupported)} is not supported: send the body uncompressed",
+            headers={"Accept-Encoding": "identity"},
+        )
+    if headers.get(b"content-length", b"0") == b"0" and b"transfer-encoding" not in headers:
+        return
+    content_type = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip()
+    if not content_type:
+        raise UnsupportedMedia("the body has no Content-Type: send JSON with Content-Type: application/json")
+    if not is_json(content_type):
+        raise UnsupportedMedia(f"Content-Type {content_type!r} is not supported: send JSON with Content-Type: application/json")
+
+
+def is_json(content_type: str) -> bool:
+    """application/json or application/*+json, with any parameters (FastAPI's rule for parsing JSON)."""
+    media_type = content_type.split(";")[0].strip().lower()
+    main, _, sub = media_type.partition("/")
+    return main == "application" and (sub == "json" or sub.endswith("+json"))
 
 
 def _model_of(scope: Scope) -> str:

@@ -39,6 +39,12 @@ _CLEAN_UP_SPACES = (
 )
 
 
+def is_blank(text: str) -> bool:
+    """Empty or only whitespace: nothing to embed or fill. TEI answers an empty input 400 `empty`; a blank
+    one gets the same answer (tokenized, it is [CLS] [SEP] alone, whose embedding means nothing)."""
+    return not text or text.isspace()
+
+
 def check_text(text: str, label: str) -> None:
     """Refuse text the tokenizer cannot take: JSON's \\ud800-style escapes can carry lone UTF-16
     surrogates, which Python keeps in `str` but which are not Unicode scalar values."""
@@ -82,8 +88,8 @@ class TextTokenizer:
         if not texts:
             raise EmptyInput("`inputs` cannot be empty")
         for index, text in enumerate(texts):
-            if not text:
-                raise EmptyInput(f"input {index} is an empty string")
+            if is_blank(text):
+                raise EmptyInput(f"input {index} is {'only whitespace' if text else 'an empty string'}")
             check_text(text, f"input {index}")
         if require_mask and self.mask_id is None:
             raise InvalidInput("this model has no mask token, so it cannot serve fill-mask")

@@ -14,6 +14,7 @@ from fastapi.responses import Response
 from app.errors import ClientDisconnected, InvalidInput
 from app.registry import Registry
 from app.runtime import ModelRuntime, Timings
+from app.tokenizer import check_text
 from app.workers import WorkerPool
 
 T = TypeVar("T")
@@ -35,7 +36,13 @@ def registry_of(request: Request) -> Registry:
 
 
 def runtime_for(request: Request, body_model: str | None, query_model: str | None, task: str) -> ModelRuntime:
-    """The runtime that answers this request (recorded on the request for the metrics' `model` label)."""
+    """The runtime that answers this request (recorded on the request for the metrics' `model` label).
+
+    A model name is text like any input: one that is not valid Unicode is refused as the tokenizer
+    refuses such text, before any message could repeat it."""
+    for label, name in (("model", body_model), ("the query's model", query_model)):
+        if name is not None:
+            check_text(name, label)
     if body_model is not None and query_model is not None and body_model != query_model:
         raise InvalidInput(f"the body names the model {body_model!r} but the query names {query_model!r}")
     runtime = registry_of(request).get(body_model if body_model is not None else query_model, task)

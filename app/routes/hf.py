@@ -11,7 +11,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Request
 from fastapi.responses import Response
-from pydantic import Discriminator, Tag
+from pydantic import Discriminator, GetJsonSchemaHandler, Tag
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from app.routes import inference
 from app.routes.common import ModelQuery
@@ -30,9 +32,26 @@ def task_of(body: Any) -> str:
     return FILL_MASK if hasattr(body, "parameters") else FEATURE_EXTRACTION
 
 
+class ChosenByParameters:
+    """Documents `task_of` exactly: pydantic writes a callable discriminator as a bare oneOf, which no
+    embed body satisfies (it matches FillMaskRequest's optional fields too, so both branches match).
+    Here the fill-mask branch requires `parameters` and the embed branch forbids it, so every body
+    matches one branch at most, the one the server picks."""
+
+    def __get_pydantic_json_schema__(self, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        fill_mask, embed = handler(core_schema)["oneOf"]
+        return {
+            "oneOf": [
+                {"allOf": [fill_mask], "required": ["parameters"]},
+                {"allOf": [embed], "not": {"required": ["parameters"]}},
+            ]
+        }
+
+
 InferenceBody = Annotated[
     Annotated[FillMaskRequest, Tag(FILL_MASK)] | Annotated[EmbedRequest, Tag(FEATURE_EXTRACTION)],
     Discriminator(task_of),
+    ChosenByParameters(),
 ]
 
 
@@ -48,23 +67,6 @@ InferenceBody = Annotated[
         "(`{\"inputs\": ..., \"normalize\": true, ...}`) like POST /embed. Both return bare JSON lists."
     ),
     responses=inference.INFERENCE_ERRORS,
-    # The validator picks by shape (a discriminator), but FastAPI documents that as oneOf, which no body can
-    # satisfy since an embed body also matches FillMaskRequest's optional fields: anyOf is the truth.
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "anyOf": [
-                            {"$ref": "#/components/schemas/FillMaskRequest"},
-                            {"$ref": "#/components/schemas/EmbedRequest"},
-                        ]
-                    }
-                }
-            },
-        }
-    },
 )
 async def infer(body: Annotated[InferenceBody, Body()], request: Request, model: ModelQuery = None) -> Response:
     if isinstance(body, FillMaskRequest):

@@ -16,43 +16,56 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field
 
 from app import tasks
 from app.errors import EmptyInput, error_responses
-from app.model_config import SCHEMA_MAX_INPUTS, SCHEMA_MAX_TOKEN_IDS
+from app.model_config import SCHEMA_MAX_INPUTS
 from app.routes.common import cancel_on_disconnect, json_response, registry_of, runtime_for
-from app.schemas import ModelCard, ModelList, OpenAIErrorBody
+from app.schemas import (
+    INPUT_LIMITS,
+    MODEL_FIELD_DESCRIPTION,
+    Dimensions,
+    InputText,
+    InputTexts,
+    ModelCard,
+    ModelList,
+    OpenAIErrorBody,
+    TokenIdList,
+)
+from app.tokenizer import is_blank
 
 router = APIRouter(tags=["openai"])
 
-TokenIds = Annotated[list[StrictInt], Field(max_length=SCHEMA_MAX_TOKEN_IDS)]
+TokenIds = Annotated[TokenIdList, Field(json_schema_extra={"minItems": 1})]
 EmbeddingInput = (
-    StrictStr
-    | Annotated[list[StrictStr], Field(max_length=SCHEMA_MAX_INPUTS)]
+    InputText
+    | InputTexts
     | TokenIds
-    | Annotated[list[TokenIds], Field(max_length=SCHEMA_MAX_INPUTS)]
+    | Annotated[list[TokenIds], Field(max_length=SCHEMA_MAX_INPUTS, json_schema_extra={"minItems": 1})]
 )
 
 
 class EmbeddingsRequest(BaseModel):
+    # Strict like every other request: "dimensions": "8" is a 422 here as on /embed.
     model_config = ConfigDict(
+        strict=True,
         extra="ignore",
         json_schema_extra={"examples": [{"model": "distilbert-base-uncased", "input": "The food was delicious."}]},
     )
 
     input: EmbeddingInput = Field(
-        description="A string, a list of strings, a list of token ids, or a list of lists of token ids."
+        description=(
+            "A string, a list of strings, a list of token ids, or a list of lists of token ids (each id below "
+            "the model's vocabulary size). " + INPUT_LIMITS
+        )
     )
-    model: str | None = Field(
-        default=None,
-        description="The model (its id in /v1/models). Unset: the first model that serves embeddings.",
-    )
+    model: str | None = Field(default=None, description=MODEL_FIELD_DESCRIPTION)
     encoding_format: Literal["float", "base64"] = Field(
         default="float", description="`base64`: each embedding is little-endian float32 bytes, base64-encoded."
     )
-    dimensions: Annotated[int, Field(ge=1)] | None = Field(
-        default=None, description="Keep the first N dimensions and re-normalize (at most the model's hidden size)."
+    dimensions: Dimensions | None = Field(
+        default=None, description="Keep the first N dimensions and re-normalize; at most the model's `hidden_size` (/info)."
     )
     user: str | None = Field(default=None, description="Accepted and ignored.")
 
@@ -87,8 +100,8 @@ def split_input(value: EmbeddingInput) -> tuple[list[str], list[list[int]]]:
         texts, ids = [], [[int(token) for token in value]]  # type: ignore[union-attr]
     else:
         texts, ids = [], [list(map(int, row)) for row in value]  # type: ignore[arg-type]
-    if any(not text for text in texts):
-        raise EmptyInput("`input` contains an empty string")
+    if any(is_blank(text) for text in texts):
+        raise EmptyInput("`input` contains an empty or blank string")
     if ids and any(not row for row in ids):
         raise EmptyInput("`input` contains an empty list of token ids")
     return texts, ids

@@ -18,6 +18,14 @@ probes = APIRouter(tags=["operations"])
 router = APIRouter(tags=["operations"])
 
 
+# Probes answer HEAD too: load balancers and uptime checkers often probe with it (RFC 9110: a server
+# that answers GET should answer HEAD). The status is the same; the body is left out.
+@probes.head(
+    "/health",
+    response_class=Response,
+    summary="Liveness, status only",
+    responses={200: {"description": "live"}, 503: {"description": "`unhealthy`"}},
+)
 @probes.get(
     "/health",
     response_model=Health,
@@ -29,6 +37,12 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok" if alive else "unhealthy"}, status_code=200 if alive else 503)
 
 
+@probes.head(
+    "/ready",
+    response_class=Response,
+    summary="Readiness, status only",
+    responses={200: {"description": "ready"}, 503: {"description": "not ready"}},
+)
 @probes.get(
     "/ready",
     response_model=Ready,

@@ -59,7 +59,7 @@ async def tokenize(body: TokenizeRequest, request: Request, model: ModelQuery = 
     "/decode",
     response_model=list[str],
     summary="Decode token ids to text (TEI's /decode): one string per id list",
-    responses=error_responses("model_not_found", "overloaded"),
+    responses=error_responses("tokenizer", "model_not_found", "overloaded"),
 )
 async def decode(body: DecodeRequest, request: Request, model: ModelQuery = None) -> Response:
     runtime = runtime_for(request, body.model, model, ANY_TASK)

@@ -138,6 +138,14 @@ LONG = " ".join(["word"] * 200)
         ("/fill-mask", {}, 422, "validation", r"body\.inputs.*[Ff]ield required"),
         ("/fill-mask", {"inputs": "a [MASK]", "parameters": {"targets": [""]}}, 422, "validation", r"targets"),
         ("/fill-mask", {"inputs": ""}, 400, "empty", r"empty"),
+        # TEI answers an empty input 400; a blank one is answered the same (the schema's pattern says so).
+        ("/embed", {"inputs": " \t\u3000"}, 400, "empty", r"input 0 is only whitespace"),
+        ("/", {"inputs": ["ok", "\n"]}, 400, "empty", r"input 1 is only whitespace"),
+        ("/fill-mask", {"inputs": "a [MASK]", "parameters": {"targets": []}}, 422, "validation",
+         r"targets: name at least one target"),
+        ("/fill-mask", {"inputs": "a [MASK]", "parameters": {"targets": ["cat", " "]}}, 422, "validation",
+         r"targets: target 1 is empty or only whitespace"),
+        ("/embed", {"inputs": "x", "dimensions": "8"}, 422, "validation", r"body\.dimensions"),
         ("/embed", {"inputs": []}, 400, "empty", r"empty"),
         ("/embed", {"inputs": ["ok", ""]}, 400, "empty", r"input 1"),
         ("/embed", {"inputs": LONG}, 422, "validation", r"202 tokens.*at most 128"),
@@ -152,6 +160,10 @@ LONG = " ".join(["word"] * 200)
          r"target contains a lone surrogate"),
         ("/", {"inputs": "a \udfff [MASK]", "parameters": {}}, 422, "tokenizer", r"input 0 contains a lone surrogate"),
         ("/embed", {"inputs": ["ok", "\ud800"]}, 422, "tokenizer", r"input 1 contains a lone surrogate"),
+        # A model name is text too: refused like the tokenizer refuses text, never repeated back.
+        ("/embed", {"inputs": "x", "model": "a\ud800"}, 422, "tokenizer",
+         r"^model contains a lone surrogate \(U\+D800\) at character 1; send valid Unicode$"),
+        ("/decode", {"ids": [101], "model": "\udfff"}, 422, "tokenizer", r"^model contains a lone surrogate \(U\+DFFF\)"),
     ],
 )
 def test_error_cases(
@@ -164,6 +176,13 @@ def test_error_cases(
     assert set(payload) == {"error", "error_type"}
     assert payload["error_type"] == error_type
     assert re.search(message, payload["error"]), payload["error"]
+
+
+def test_whole_floats_are_integers_as_the_schema_says(client: TestClient) -> None:
+    # JSON Schema's integer is any number without a fraction; strict parsing must not refuse 4.0.
+    assert len(client.post("/embed", json={"inputs": "x", "dimensions": 4.0}).json()[0]) == 4
+    assert len(client.post("/fill-mask", json={"inputs": "a [MASK]", "parameters": {"top_k": 2.0}}).json()) == 2
+    assert client.post("/embed", json={"inputs": "x", "dimensions": 4.5}).status_code == 422
 
 
 def test_fill_mask_candidate_bound_counts_targets(client: TestClient) -> None:
@@ -226,6 +245,13 @@ def _sample(client: TestClient, name: str, labels: str = "") -> float:
         if all(pair in present for pair in wanted):
             total += float(match.group(2))
     return total
+
+
+def test_probes_answer_head(client: TestClient) -> None:
+    for path in ("/health", "/ready"):
+        get, head = client.get(path), client.head(path)
+        assert head.status_code == get.status_code == 200
+        assert head.content == b"" and head.headers["content-type"] == get.headers["content-type"]
 
 
 def test_metrics_are_present_and_move(client: TestClient) -> None:

@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import socket
+import ssl
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,7 +24,7 @@ from app.connections import (
     count_accept_failures,
     guarded_protocol,
     listening_socket,
-    timeout_response,
+    raw_error_response,
     unread_bytes,
 )
 from uvicorn.server import ServerState
@@ -52,7 +53,7 @@ async def test_the_tally_logs_once_per_interval(caplog: pytest.LogCaptureFixture
 
 
 def test_the_head_timeout_answer_is_a_whole_json_408() -> None:
-    raw = timeout_response("the request head did not arrive within 10 s")
+    raw = raw_error_response("timeout", "the request head did not arrive within 10 s")
     head, _, body = raw.partition(b"\r\n\r\n")
     lines = head.decode().split("\r\n")
     assert lines[0] == "HTTP/1.1 408 Request Timeout"
@@ -160,6 +161,39 @@ async def test_after_a_response_the_next_head_has_keep_alive_plus_the_head_timeo
     assert not transport.closed
     await asyncio.sleep(0.1)
     assert transport.closed and transport.written[sent:] == guard.head_overdue
+
+
+def tls_client_hello() -> bytes:
+    """The first bytes a TLS client sends, as an https:// client would to this plain-HTTP port."""
+    context = ssl.create_default_context()
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"POST /embed HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", "bad Content-Length"),
+        (b"GET / HTTP/1.1\r\n\r\n", "Missing mandatory Host: header"),
+        (b"GET /\xff HTTP/1.1\r\nHost: x\r\n\r\n", "illegal request line"),  # the client's bytes stay out
+        (tls_client_hello(), "illegal request line"),
+    ],
+    ids=["negative-content-length", "no-host", "bad-request-line", "tls-client-hello"],
+)
+async def test_a_request_that_cannot_be_parsed_gets_a_json_400(guard: ConnectionGuard, data: bytes, reason: str) -> None:
+    protocol, transport = connect(guard)
+    protocol.data_received(data)
+    await asyncio.sleep(0)
+    head, _, body = transport.written.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    assert lines[0] == "HTTP/1.1 400 Bad Request"
+    assert {"content-type: application/json", f"content-length: {len(body)}", "connection: close"} <= set(lines)
+    assert json.loads(body) == {"error": f"malformed HTTP request: {reason}", "error_type": "bad_request"}
+    assert transport.closed
 
 
 @pytest.fixture

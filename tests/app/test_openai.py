@@ -114,6 +114,8 @@ class TestRoutes:
         )
         assert_openai_error(client.post("/v1/embeddings", json={"input": []}), 400, "empty", "empty")
         assert_openai_error(client.post("/embeddings", json={"input": [""]}), 400, "empty")
+        assert_openai_error(client.post("/embeddings", json={"input": ["ok", " \n"]}), 400, "empty", "blank")
+        assert_openai_error(client.post("/v1/embeddings", json={"input": "x", "dimensions": "8"}), 422, "validation", "dimensions")
         assert_openai_error(client.post("/v1/embeddings", json={"input": [1, "a"]}), 422, "validation", "input")
         assert_openai_error(client.post("/v1/embeddings", json={"inputs": "x"}), 422, "validation", "input")
         assert_openai_error(
@@ -136,6 +138,7 @@ class TestRoutes:
             ({"input": [2**70]}, "validation", "input 0 has token ids outside the vocabulary"),
             ({"input": [[101], [2**63]]}, "validation", "input 1 has token ids outside the vocabulary"),
             ({"input": "\ud800"}, "tokenizer", "input 0 contains a lone surrogate"),
+            ({"input": "x", "model": "\udfff"}, "tokenizer", "model contains a lone surrogate (U+DFFF) at character 0"),
         ],
     )
     def test_huge_ids_and_lone_surrogates_are_4xx(
@@ -176,7 +179,7 @@ class TestRequestModel:
         with pytest.raises(ValidationError):
             EmbeddingsRequest.model_validate({"input": value})
 
-    @pytest.mark.parametrize("value", [[], "", ["a", ""], [[1], []]])
+    @pytest.mark.parametrize("value", [[], "", ["a", ""], [[1], []], " ", ["a", "\u3000\t"]])
     def test_nothing_to_embed_is_empty_input(self, value: object) -> None:
         request = EmbeddingsRequest.model_validate({"input": value})
         with pytest.raises(EmptyInput):
@@ -187,7 +190,16 @@ class TestRequestModel:
         assert request.encoding_format == "float"
         assert request.dimensions is None
 
-    @pytest.mark.parametrize("body", [{"input": "x", "encoding_format": "int8"}, {"input": "x", "dimensions": 0}])
+    @pytest.mark.parametrize(
+        "body",
+        [
+            {"input": "x", "encoding_format": "int8"},
+            {"input": "x", "dimensions": 0},
+            {"input": "x", "dimensions": "8"},  # strict, as /embed is
+            {"input": "x", "dimensions": True},
+            {"input": ["1", "2"], "dimensions": 2.5},
+        ],
+    )
     def test_bad_options_are_rejected(self, body: dict[str, object]) -> None:
         with pytest.raises(ValidationError):
             EmbeddingsRequest.model_validate(body)

@@ -3,6 +3,7 @@ types, 401 only when a key is enforced; /docs renders from local assets when swa
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,22 +12,27 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from app.errors import ERROR_TABLE, error_body_model
+from app.model_config import SCHEMA_MAX_INPUTS
 from app.routes import docs
+from app.schemas import NOT_BLANK, WHITESPACE
 from app.server import create_app
 from app.settings import Settings
+from app.tokenizer import is_blank
 from tests.app.fakes import FakeBackend, factory
 from tests.app.conftest import FAKE_HIDDEN
 
 # Route -> the error kinds its handler (or the layers around it) can answer with.
-INFERENCE = ("validation", "tokenizer", "empty", "payload_too_large", "overloaded", "unhealthy", "backend")
+INFERENCE = (
+    "validation", "tokenizer", "empty", "payload_too_large", "unsupported_media", "overloaded", "unhealthy", "backend"
+)
 EXPECTED_ERRORS: dict[str, tuple[str, ...]] = {
     "/embed": INFERENCE,
     "/fill-mask": INFERENCE,
     "/": INFERENCE,
     "/v1/embeddings": INFERENCE,
     "/embeddings": INFERENCE,
-    "/tokenize": ("validation", "tokenizer", "payload_too_large", "internal"),
-    "/decode": ("validation", "payload_too_large", "internal"),
+    "/tokenize": ("validation", "tokenizer", "payload_too_large", "unsupported_media", "internal"),
+    "/decode": ("validation", "tokenizer", "payload_too_large", "unsupported_media", "internal"),
 }
 
 
@@ -103,10 +109,54 @@ def test_docs_page_uses_local_assets_when_bundled(fake_model_dir: Path) -> None:
         assert client.get(f"{docs.ASSETS_PATH}/{asset}").status_code == 200
 
 
-def test_root_body_is_documented_as_either_request(fake_model_dir: Path) -> None:
-    backend = FakeBackend(hidden_size=FAKE_HIDDEN, vocab_size=30522, mask_id=103)
-    document = create_app(Settings(model_dir=fake_model_dir), factory(backend)).openapi()
-    schema = document["paths"]["/"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    refs = {option["$ref"].rsplit("/", 1)[-1] for option in schema["anyOf"]}
-    assert refs == {"FillMaskRequest", "EmbedRequest"}
-    assert all(name in document["components"]["schemas"] for name in refs)
+# Bodies POST / accepts, with the task `task_of` picks for each.
+ROOT_BODIES = [
+    ({"inputs": "x"}, "EmbedRequest"),
+    ({"inputs": ["x", "y"], "normalize": False, "dimensions": 4}, "EmbedRequest"),
+    ({"inputs": "a [MASK]", "parameters": {}}, "FillMaskRequest"),
+    ({"inputs": "a [MASK]", "parameters": {"top_k": 2}, "normalize": True}, "FillMaskRequest"),
+]
+
+
+@pytest.mark.parametrize(("body", "branch"), ROOT_BODIES)
+def test_root_body_matches_exactly_the_branch_the_server_picks(schema: dict[str, Any], body: dict[str, Any], branch: str) -> None:
+    jsonschema_rs = pytest.importorskip("jsonschema_rs")  # schemathesis' validator
+    body_schema = schema["paths"]["/"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert set(body_schema) - {"title", "description"} == {"oneOf"}, "one schema, not oneOf and anyOf side by side"
+    matching = []
+    for option in body_schema["oneOf"]:
+        validator = jsonschema_rs.validator_for({**option, "components": schema["components"]})
+        if validator.is_valid(body):
+            matching.append(str(option["allOf"][0]["$ref"]).rsplit("/", 1)[-1])
+    assert matching == [branch]
+
+
+def test_the_blank_pattern_is_the_servers_whitespace() -> None:
+    assert sorted(map(ord, WHITESPACE)) == [code for code in range(0x110000) if chr(code).isspace()]
+    for text in ("", " ", "\t\u3000\x85", " a ", "\x00", "[MASK]"):
+        assert (re.search(NOT_BLANK, text) is None) == is_blank(text), repr(text)
+
+
+def test_the_schemas_state_the_static_limits(schema: dict[str, Any]) -> None:
+    components = schema["components"]["schemas"]
+
+    def text_limits(option: dict[str, Any]) -> tuple[object, object]:
+        return option.get("minLength"), option.get("pattern")
+
+    for name in ("EmbedRequest", "FillMaskRequest"):
+        text, texts = components[name]["properties"]["inputs"]["anyOf"]
+        assert text_limits(text) == text_limits(texts["items"]) == (1, NOT_BLANK), name
+        assert (texts["minItems"], texts["maxItems"]) == (1, SCHEMA_MAX_INPUTS), name
+    dimensions = components["EmbedRequest"]["properties"]["dimensions"]["anyOf"][0]
+    assert dimensions == components["EmbeddingsRequest"]["properties"]["dimensions"]["anyOf"][0]
+    assert dimensions["minimum"] == 1
+    parameters = components["FillMaskParameters"]["properties"]
+    assert parameters["top_k"]["minimum"] == 0
+    assert parameters["targets"]["anyOf"][0]["minItems"] == 1
+    ids = components["EmbeddingsRequest"]["properties"]["input"]["anyOf"][2]
+    assert ids["minItems"] == 1 and ids["items"]["minimum"] == 0
+    assert components["DecodeRequest"]["properties"]["ids"]["anyOf"][0]["items"]["minimum"] == 0
+    # What only the model knows is said in words.
+    assert "max_input_length" in components["EmbedRequest"]["properties"]["inputs"]["description"]
+    assert "hidden_size" in components["EmbedRequest"]["properties"]["dimensions"]["description"]
+    assert "max_top_k" in parameters["top_k"]["description"]

@@ -6,11 +6,13 @@ import asyncio
 import json
 import shutil
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from fastapi import FastAPI, Request
+from pydantic import SecretStr
 
 from app.backend import TokenBatch
 from app.errors import InvalidInput, install_error_handlers
@@ -245,6 +247,82 @@ def test_cli_exits_2_with_a_clear_message(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "cannot start" in result.stderr and "no manifest.json" in result.stderr
+
+
+def test_every_413_is_counted_once_under_its_route(fake_model_dir: Path) -> None:
+    app = create_app(settings_for(fake_model_dir, max_body_bytes=100), factory(fake()))
+    registry = app.state.metrics.registry
+
+    def counted() -> tuple[float, float]:
+        requests = registry.get_sample_value("distilserve_requests_total", {"route": "/embed", "status": "413", "model": ""})
+        failures = registry.get_sample_value("distilserve_failures_total", {"error_type": "payload_too_large", "model": ""})
+        return requests or 0.0, failures or 0.0
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: refused while reading
+        yield b'{"inputs": "'
+        yield b"x" * 200
+        yield b'"}'
+
+    with serving(app) as client:
+        assert client.post("/embed", json={"inputs": "x" * 200}).status_code == 413  # refused on Content-Length
+        assert counted() == (1, 1)
+        assert client.post("/embed", content=chunks(), headers={"content-type": "application/json"}).status_code == 413
+        assert counted() == (2, 2)
+        # A route that reads no body, or none at all, answers as it would any request.
+        assert client.post("/nowhere", content=b"x" * 200).status_code == 404
+        assert client.put("/embed", content=b"x" * 200).status_code == 405
+        assert counted() == (2, 2)
+        assert registry.get_sample_value("distilserve_requests_total", {"route": "unmatched", "status": "413", "model": ""}) is None
+
+
+def test_the_key_is_checked_before_the_body_size(fake_model_dir: Path) -> None:
+    app = create_app(settings_for(fake_model_dir, max_body_bytes=100, api_key=SecretStr("k")), factory(fake()))
+    with serving(app) as client:
+        assert client.post("/embed", json={"inputs": "x" * 200}).status_code == 401
+        assert client.post("/embed", json={"inputs": "x" * 200}, headers={"Authorization": "Bearer k"}).status_code == 413
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "fragment"),
+    [
+        ({"content-type": "application/json", "content-encoding": "gzip"}, 415, "Content-Encoding gzip is not supported"),
+        ({"content-type": "application/json", "content-encoding": "identity, br"}, 415, "Content-Encoding br"),
+        ({"content-type": "text/plain"}, 415, "Content-Type 'text/plain' is not supported"),
+        ({"content-type": "application/x-www-form-urlencoded"}, 415, "application/json"),  # curl -d without -H
+        ({}, 415, "the body has no Content-Type"),
+        ({"content-type": "application/json; charset=utf-8"}, 200, ""),
+        ({"content-type": "application/vnd.api+json", "content-encoding": "identity"}, 200, ""),
+    ],
+)
+def test_a_body_the_server_cannot_read_is_415(
+    fake_model_dir: Path, headers: dict[str, str], status: int, fragment: str
+) -> None:
+    app = create_app(settings_for(fake_model_dir), factory(fake()))
+    with serving(app) as client:
+        for path, body in (("/embed", {"inputs": "x"}), ("/v1/embeddings", {"input": "x"})):
+            # The headers decide, before the body is read: a gzip header on plain JSON is refused too.
+            response = client.post(path, content=json.dumps(body).encode(), headers=headers)
+            assert response.status_code == status, response.text
+            if status == 415:
+                message = response.json()["error"]
+                assert fragment in (message["message"] if path == "/v1/embeddings" else message)
+        if status == 415:
+            failures = {"error_type": "unsupported_media", "model": ""}
+            assert app.state.metrics.registry.get_sample_value("distilserve_failures_total", failures) == 2
+            if "content-encoding" in headers:
+                assert response.headers["accept-encoding"] == "identity"
+
+
+def test_a_request_without_a_body_needs_no_content_type(fake_model_dir: Path) -> None:
+    with serving(create_app(settings_for(fake_model_dir), factory(fake()))) as client:
+        response = client.post("/embed")
+        assert response.status_code == 422 and "Field required" in response.json()["error"]
+
+
+def test_the_key_is_checked_before_the_media_type(fake_model_dir: Path) -> None:
+    app = create_app(settings_for(fake_model_dir, api_key=SecretStr("k")), factory(fake()))
+    with serving(app) as client:
+        assert client.post("/embed", content=b"\x1f\x8b", headers={"content-encoding": "gzip"}).status_code == 401
 
 
 # RequestGuard, called as ASGI with a receive that the test controls.
