@@ -10,7 +10,7 @@ SOURCE ?= distilbert-base-uncased
 OUT ?= models/export
 MODEL_DIR ?=
 
-.PHONY: serve test test-fast export bench default-model train-head clean
+.PHONY: serve test test-fast export bench default-model train-demo clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,7 +38,7 @@ bench: $(STAMP)
 default-model: $(STAMP)
 	$(PY) -m model_export.default_model build
 
-train-head: $(STAMP)
+train-demo: $(STAMP)
 	$(PY) -m model_export.default_model train
 
 clean:
