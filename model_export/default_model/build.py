@@ -1,7 +1,7 @@
 """Build the offline default (`python -m model_export.default_model build`): two model directories
 under one root, in serving order (the first model serving a task is its default):
 
-    <root>/fill-mask-demo/          DistilBertForMaskedLM demo (fill-mask and embed; demo=True)
+    <root>/fill-mask-demo/          DistilBertForMaskedLM demo (fill-mask only; demo=True)
     <root>/fill-mask-demo-checkpoint/   the HF checkpoint it was exported from
     <root>/all-MiniLM-L6-v2/        sentence-transformers/all-MiniLM-L6-v2 as sentence-transformers
                                     serves it (embed only, mean pooling), exported untouched
@@ -146,8 +146,19 @@ def build_fill_mask_demo(out_dir: Path, weight_files: list[Path] | None = None, 
     say(f"converting all-MiniLM-L6-v2 -> DistilBertForMaskedLM with {', '.join(p.name for p in files)} into {checkpoint}")
     write_checkpoint(checkpoint, files)
     export_model(str(checkpoint), out_dir, ExportOptions(variants=variants, model_id=MODEL_ID, demo=True), progress)
+    _narrow_to_fill_mask(out_dir)
     _stamp_path(out_dir).write_text(json.dumps(stamp, indent=2) + "\n")
     return out_dir
+
+
+def _narrow_to_fill_mask(out_dir: Path) -> None:
+    """The graph still computes sentence embeddings, but training moved the body away from MiniLM's,
+    so the manifest offers fill-mask only: embeddings come from the MiniLM directory."""
+    from model_export.manifest import read_manifest, write_manifest
+
+    manifest = read_manifest(out_dir)
+    note = f"tasks narrowed to fill-mask: the trained body's embeddings are not MiniLM's; embed with {EMBED_MODEL_ID}"
+    write_manifest(out_dir, manifest.model_copy(update={"tasks": ["fill-mask"], "notes": [*manifest.notes, note]}))
 
 
 def build_embedding_model(out_dir: Path, variants: tuple[str, ...] = EMBED_VARIANTS, force: bool = False,

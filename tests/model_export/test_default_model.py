@@ -135,7 +135,7 @@ def test_built_directories_pass_the_export_gates_and_are_reused(built: list[Path
     assert built == offline_default_dirs(fill_mask_dir.parent)
     demo = verify_model_dir(fill_mask_dir)
     assert demo.model_id == MODEL_ID and demo.demo
-    assert demo.tasks == ["embed", "fill-mask"] and demo.arch.architecture == "DistilBertForMaskedLM"
+    assert demo.tasks == ["fill-mask"] and demo.arch.architecture == "DistilBertForMaskedLM"
     assert set(demo.variants) == {"fp32", "fp16"}
     embed = verify_model_dir(embed_dir)
     assert embed.model_id == EMBED_MODEL_ID and not embed.demo and embed.tasks == ["embed"]
