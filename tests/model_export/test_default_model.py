@@ -77,6 +77,32 @@ def test_low_rank_updates_merge_into_their_linear_layer() -> None:
         apply_trained(model, {"distilbert.no_such.weight": down})
 
 
+def test_trainers_start_from_the_served_model(tmp_path: Path) -> None:
+    """At step 0 both methods compute what the converted model computes: the top-layers trainer from
+    its cached lower-layer outputs (fp16, so to ~1e-3), LoRA exactly (B starts at zero)."""
+    import torch
+
+    from model_export.default_model.convert import convert_minilm
+    from model_export.default_model.masking import pad
+    from model_export.default_model.train import LoRATrainer, TopLayersTrainer
+
+    texts = ["It is a truth universally acknowledged, that a single man in possession of a good fortune must be in want of a wife.",
+             "Short one here.", "However little known the feelings or views of such a man may be on his first entering a neighbourhood."]
+    masked = mask_sequences(encode_paragraphs(load_tokenizer(), texts), seed=1)
+    batch = [0, 1, 2]
+    model = convert_minilm(minilm_dir())
+    ids, attention = (torch.from_numpy(a) for a in pad(masked, batch))
+    with torch.no_grad():
+        full = model.distilbert(input_ids=ids, attention_mask=attention).last_hidden_state
+        rows = np.concatenate([np.full(len(masked[i].positions), row) for row, i in enumerate(batch)])
+        expected = full[rows, np.concatenate([masked[i].positions for i in batch])]
+        top, labels = TopLayersTrainer(model, masked, 2, tmp_path / "frozen.pt", lambda message: None).hidden(batch)
+        lora, _ = LoRATrainer(convert_minilm(minilm_dir()), masked, rank=4).hidden(batch)
+    assert labels.tolist() == np.concatenate([masked[i].labels for i in batch]).tolist()
+    assert float((top - expected).abs().max()) < 5e-3
+    assert float((lora - expected).abs().max()) < 1e-5
+
+
 def test_training_log_beats_the_baselines_and_matches_the_card() -> None:
     log = json.loads(TRAINING_LOG.read_text())
     card = CARD.read_text()
