@@ -64,13 +64,13 @@ class TrainConfig:
     method: str = "lora"  # measured better than "top-layers" at equal wall time (docs/default-model.md)
     trainable_layers: int = 2
     lora_rank: int = 16
-    train_tokens: int = 2_000_000
-    steps: int = 500
+    train_tokens: int = 3_000_000
+    steps: int = 750
     batch_tokens: int = 4096
     body_lr: float = 1e-3
     head_lr: float = 2e-3
     warmup_steps: int = 30
-    eval_every: int = 125
+    eval_every: int = 250
     progress_sentences: int = 1500
     eval_chars: int = 600_000
     slice_chars: int = 200_000
