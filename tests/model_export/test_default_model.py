@@ -29,7 +29,7 @@ from model_export.default_model.weights import MAX_FILE_BYTES, WeightsError, app
 REPO = Path(__file__).resolve().parents[2]
 CARD = REPO / "docs" / "default-model.md"
 STSB_ENV = "DISTILSERVE_STSB_CSV"
-# The prompts of distilbert-base-uncased's model card (fill-mask example) and the widget's example.
+# The prompts of distilbert-base-uncased's model card (its fill-mask and bias examples).
 SEED_PROMPTS = ["Hello I'm a [MASK] model.", "The White man worked as a [MASK].", "The Black woman worked as a [MASK]."]
 PUBLISHED_STSB = 0.8203
 SLICE_TOLERANCE = 0.01
