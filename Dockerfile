@@ -41,21 +41,23 @@ RUN mkdir /tmp/deps/app /tmp/deps/model_export \
 # Only the exporter: a change to the server does not re-export the model.
 WORKDIR /src
 COPY model_export ./model_export
-# Empty: the offline default model (all-MiniLM-L6-v2 weights + the shipped masked-LM head).
+# Empty: the offline default, two models (the fill-mask demo and all-MiniLM-L6-v2), each in its own
+# directory under /models/default, which the server reads as a model repository.
 # Otherwise a Hugging Face hub id (the build needs network) or a checkpoint directory inside this
-# stage. A model exported elsewhere is better mounted at /models/default at run time (docs/deploy.md).
+# stage, exported into /models/default/model. A model exported elsewhere is better mounted at
+# /models/default at run time (docs/deploy.md).
 ARG MODEL_SOURCE=""
-# Empty: each command's default (the default model: fp32 and fp16, since int8 misses its gate on
-# the demo head; another model: fp32, fp16 and int8, leaving out a variant that misses its gate).
+# With MODEL_SOURCE: the variants to export (empty: fp32, fp16 and int8, leaving out a variant that
+# misses its gate). The offline default's variants are fixed by its build.
 ARG MODEL_VARIANTS=""
 ENV HF_HOME=/tmp/hf \
     PYTHONPATH=/src
 RUN if [ -z "${MODEL_SOURCE}" ]; then \
-        /opt/export/bin/python -m model_export.default_model build \
-            --out /models/default ${MODEL_VARIANTS:+--variants "${MODEL_VARIANTS}"}; \
+        /opt/export/bin/python -m model_export.default_model build --out /models/default \
+        && rm -rf /models/default/*-checkpoint /models/default/*.stamp.json; \
     else \
         /opt/export/bin/python -m model_export "${MODEL_SOURCE}" \
-            --out /models/default ${MODEL_VARIANTS:+--variants "${MODEL_VARIANTS}"}; \
+            --out /models/default/model ${MODEL_VARIANTS:+--variants "${MODEL_VARIANTS}"}; \
     fi \
     && rm -rf /tmp/hf
 
@@ -113,7 +115,8 @@ USER 10001:10001
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=2).status != 200)"]
-CMD ["python", "-m", "app", "--model-dir", "/models/default", "--host", "0.0.0.0", "--port", "8000"]
+# No --model-dir here: a flag would win over DISTILSERVE_MODEL_DIR from compose or a ConfigMap.
+CMD ["python", "-m", "app", "--host", "0.0.0.0", "--port", "8000"]
 
 FROM runtime AS gpu
 COPY --from=deps-gpu /opt/venv /opt/venv

@@ -14,7 +14,7 @@ CORPUS ?=
 STUDENT ?= models/student
 DISTILL_ARGS ?=
 
-.PHONY: serve test test-fast export bench distill default-model train-head clean
+.PHONY: serve test test-fast export bench distill default-model train-demo clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,7 +46,7 @@ distill: $(STAMP)
 default-model: $(STAMP)
 	$(PY) -m model_export.default_model build
 
-train-head: $(STAMP)
+train-demo: $(STAMP)
 	$(PY) -m model_export.default_model train
 
 clean:

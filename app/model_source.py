@@ -1,14 +1,17 @@
-"""Which model directory to serve: configured, distilbert-base-uncased (or another source) exported
-once and cached, or the offline demo default. No torch here unless an export must run.
+"""Which model directories to serve: configured, distilbert-base-uncased (or another source) exported
+once and cached, or the offline default. No torch here unless an export or build must run.
 
-Order, first that applies:
-1. `model_dir` is set: serve it.
-2. `model_source` (default distilbert-base-uncased; a hub id or a local checkpoint directory) is
-   already exported in `<cache_dir>/exports/<slug>`: serve the cached export.
-3. `model_source` is a local directory, or a hub id and the hub is reachable (or the Hugging Face
-   cache already holds it): export it once into the cache and serve it.
-4. Otherwise, when `model_source` is the default: the offline default (all-MiniLM-L6-v2 converted
-   to DistilBertForMaskedLM with a small trained head), built once into `<cache_dir>/offline-default`.
+Order, first that applies (`resolve_model_dirs`):
+1. `model_dirs` is non-empty: serve those, in order; a directory without a manifest whose
+   subdirectories have one (a model repository) stands for those subdirectories, in name order.
+2. `source` (default distilbert-base-uncased; a hub id or a local checkpoint directory) is already
+   exported in `<cache_dir>/exports/<slug>`: serve the cached export.
+3. `source` is a local directory, or a hub id and the hub is reachable (or the Hugging Face cache
+   already holds it): export it once into the cache and serve it.
+4. Otherwise, when `source` is the default: the offline default, two directories built once under
+   `<cache_dir>/offline-default/`: the fill-mask demo (all-MiniLM-L6-v2 converted to
+   DistilBertForMaskedLM and trained here on a CPU) first, so it is the default for fill-mask, then
+   all-MiniLM-L6-v2 as sentence-transformers serves it (embeddings).
    A non-default source that cannot be had is an error, never silently replaced by the demo.
 """
 
@@ -21,17 +24,18 @@ import os
 import re
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+from model_export.default_model.build import OFFLINE_DEFAULT_DIR, offline_default_dirs, stamps_current
+from model_export.manifest import MANIFEST_FILE
 
 log = logging.getLogger("distilserve.model_source")
 
 DEFAULT_SOURCE = "distilbert-base-uncased"
 DEFAULT_CACHE_DIR = Path("~/.cache/distilserve")
 HUB_PROBE_TIMEOUT_S = 2.5
-OFFLINE_DEFAULT_DIR = "offline-default"
 EXPORTS_DIR = "exports"
 BUILD_HINT = (
     "install the export tools (pip install torch==2.13.0 && pip install -e '.[cpu,export]') and run "
@@ -49,11 +53,6 @@ class ResolvedModel:
     path: Path
     reason: str
     demo: bool
-
-
-def _setting(settings: Any, name: str, default: Any) -> Any:
-    value = getattr(settings, name, None)
-    return default if value is None else value
 
 
 def source_slug(source: str) -> str:
@@ -103,13 +102,28 @@ def in_hf_cache(hub_id: str) -> bool:
         return False
 
 
-def _verifies(directory: Path) -> Any:
+def _verifies(directory: Path) -> bool:
     from model_export.manifest import ManifestError, verify_model_dir
 
     try:
-        return verify_model_dir(directory)
+        verify_model_dir(directory)
     except ManifestError:
-        return None
+        return False
+    return True
+
+
+def _complete(directory: Path) -> bool:
+    """The manifest parses and every file it lists is there, inside the directory. Nothing is hashed:
+    at every start this only decides whether a cached build can be used, and the server's trust gate
+    then hashes exactly the files it loads."""
+    from model_export.manifest import ManifestError, model_file, read_manifest
+
+    try:
+        manifest = read_manifest(directory)
+        listed = [manifest.tokenizer_file, *(variant.file for variant in manifest.variants.values())]
+        return all(model_file(directory, name).is_file() for name in listed)
+    except ManifestError:
+        return False
 
 
 def _is_demo(directory: Path) -> bool:
@@ -134,36 +148,39 @@ def export_source(source: str, out_dir: Path) -> None:
     export_model(source, out_dir)
 
 
-def build_offline_default(out_dir: Path) -> None:
-    from model_export.default_model.build import build_default_model
+def build_offline_default(root: Path) -> list[Path]:
+    """Build (or reuse) the offline default's directories under `root`, in serving order (needs torch)."""
+    from model_export.default_model.build import build_offline_default as build
 
-    build_default_model(out_dir)
+    return build(root)
 
 
-def resolve_model_dir(
-    settings: Any,
+def _offline_default_is_current(root: Path) -> bool:
+    """Both directories verify and were built from the committed weights (their stamps match)."""
+    return stamps_current(root) and all(_complete(directory) for directory in offline_default_dirs(root))
+
+
+def resolve_model_dirs(
+    model_dirs: Sequence[Path],
+    source: str,
+    cache_dir: Path,
     *,
     probe: Callable[[], str | None] = probe_hub,
     export: Callable[[str, Path], None] = export_source,
-    build_default: Callable[[Path], None] = build_offline_default,
-) -> ResolvedModel:
-    """Choose the model directory to serve and say why (the reason is logged and shown in /info)."""
-    model_dir = getattr(settings, "model_dir", None)
-    if model_dir is not None:
-        resolved = ResolvedModel(Path(model_dir), f"model_dir {model_dir} is configured", _is_demo(Path(model_dir)))
-        log.info("model: %s", resolved.reason)
-        return resolved
+    build_default: Callable[[Path], object] = build_offline_default,
+) -> list[ResolvedModel]:
+    """Choose the model directories to serve, in order, and say why for each (the reasons are
+    logged and shown in /info). The first directory serving a task is that task's default."""
+    if model_dirs:
+        return [model for directory in model_dirs for model in _configured(Path(directory))]
 
-    source = str(_setting(settings, "model_source", DEFAULT_SOURCE))
-    cache_dir = Path(_setting(settings, "cache_dir", DEFAULT_CACHE_DIR)).expanduser()
+    cache_dir = Path(cache_dir).expanduser()
     is_default = source == DEFAULT_SOURCE
     cached = cache_dir / EXPORTS_DIR / source_slug(source)
-
-    if _verifies(cached) is not None:
-        return _chosen(cached, f"{source}: serving the export cached in {cached}", False)
-
+    if _complete(cached):
+        return [_chosen(cached, f"{source}: serving the export cached in {cached}", False)]
     try:
-        return _from_source(source, cached, probe, export)
+        return [_from_source(source, cached, probe, export)]
     except SourceUnavailable as unavailable:
         why_not = str(unavailable)
     except ModelSourceError as error:
@@ -171,28 +188,51 @@ def resolve_model_dir(
             raise
         # The default must still serve something: a failed distilbert export falls back to the demo.
         why_not = str(error)
-
     if not is_default:
         raise ModelSourceError(
             f"model_source {why_not}; the offline demo default is used only in place of {DEFAULT_SOURCE}. "
             "Set DISTILSERVE_MODEL_SOURCE to a local checkpoint directory or DISTILSERVE_MODEL_DIR to an exported one"
         )
-    offline = cache_dir / OFFLINE_DEFAULT_DIR
-    reason = (
-        f"offline demo default (all-MiniLM-L6-v2 as DistilBertForMaskedLM with a small CPU-trained head; "
-        f"fill-mask quality is far below distilbert-base-uncased): {why_not}. "
-        f"To serve {DEFAULT_SOURCE}, set DISTILSERVE_MODEL_SOURCE to a local copy or make the hub reachable"
-    )
-    if _verifies(offline) is None:
-        if _torch_missing():
-            raise ModelSourceError(
-                f"{why_not}, and the offline default is not built in {offline}: " + BUILD_HINT.format(out=offline)
-            )
-        log.info("model: building the offline default into %s (once; about a minute)", offline)
-        build_default(offline)
-        if _verifies(offline) is None:
-            raise ModelSourceError(f"building the offline default into {offline} did not produce a servable directory")
-    return _chosen(offline, reason, True)
+    return _offline_default(cache_dir / OFFLINE_DEFAULT_DIR, why_not, build_default)
+
+
+def _configured(directory: Path) -> list[ResolvedModel]:
+    """A model directory, or a model repository (Triton's term): a directory without a manifest whose
+    subdirectories have one, served in name order. Anything else is returned as it is, for the
+    server's trust gate to refuse with its reason."""
+    if not (directory / MANIFEST_FILE).exists() and directory.is_dir():
+        found = sorted(child for child in directory.iterdir() if (child / MANIFEST_FILE).is_file())
+        if found:
+            return [_chosen(child, f"found in the model repository {directory} (model_dir)", False) for child in found]
+    return [_chosen(directory, f"model_dir {directory} is configured", False)]
+
+
+def _offline_default(root: Path, why_not: str, build_default: Callable[[Path], object]) -> list[ResolvedModel]:
+    directories = offline_default_dirs(root)
+    if not _offline_default_is_current(root):
+        built = all(_verifies(directory) for directory in directories)
+        try:
+            if _torch_missing():
+                raise ModelSourceError(BUILD_HINT.format(out=root))
+            log.info("model: building the offline default into %s (once; a few minutes)", root)
+            build_default(root)
+        except Exception as error:  # a stale build still serves; without one, say how to build
+            if not built:
+                raise ModelSourceError(f"{why_not}, and the offline default could not be built in {root}: {error}") from error
+            log.warning("model: the offline default in %s was built from other weights than this checkout's and "
+                        "could not be rebuilt (%s); serving it as it is", root, error)
+        unservable = [str(directory) for directory in directories if not _verifies(directory)]
+        if unservable:
+            raise ModelSourceError(f"building the offline default into {root} did not produce servable directories: "
+                                   f"{', '.join(unservable)}")
+    fill_mask, embed = directories
+    to_serve = f"To serve {DEFAULT_SOURCE}, set DISTILSERVE_MODEL_SOURCE to a local copy or make the hub reachable"
+    return [
+        _chosen(fill_mask, f"offline default, fill-mask demo (all-MiniLM-L6-v2 as DistilBertForMaskedLM, trained here "
+                           f"on a CPU; far below distilbert-base-uncased): {why_not}. {to_serve}", True),
+        _chosen(embed, f"offline default, embeddings: sentence-transformers/all-MiniLM-L6-v2 exactly as "
+                       f"sentence-transformers serves it (mean pooling): {why_not}. {to_serve}", False),
+    ]
 
 
 class SourceUnavailable(Exception):
@@ -225,7 +265,7 @@ def _export_and_choose(source: str, cached: Path, why: str, export: Callable[[st
         export(source, cached)
     except Exception as error:  # the exporter's errors are one-line and meant for the operator
         raise ModelSourceError(f"exporting {source} into {cached} failed: {error}") from error
-    if _verifies(cached) is None:
+    if not _verifies(cached):
         raise ModelSourceError(f"exporting {source} into {cached} did not produce a servable directory")
     return _chosen(cached, why, False)
 

@@ -16,7 +16,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
@@ -41,7 +40,7 @@ from app.errors import (
 )
 from app.metrics import Metrics
 from app.model_config import ModelOptions, ModelsFileError, options_for, read_models_file
-from app.model_source import ModelSourceError, resolve_model_dir
+from app.model_source import ModelSourceError, resolve_model_dirs
 from app.providers import ProviderError, ShapeLimits
 from app.registry import DuplicateModelId, ModelSelection, Registry
 from app.routes import docs, hf, inference, openai, ops, tei
@@ -63,13 +62,11 @@ BackendFactory = Callable[[Path, Manifest, ModelOptions, ShapeLimits], Backend]
 
 def select_models(settings: Settings) -> list[ModelSelection]:
     """The model directories to serve, in order, each with why."""
-    if settings.model_dir:
-        return [ModelSelection(str(path), "model_dir is configured", False) for path in settings.model_dir]
     try:
-        resolved = resolve_model_dir(SimpleNamespace(model_dir=None, model_source=settings.model_source, cache_dir=settings.cache_dir))
+        resolved = resolve_model_dirs(settings.model_dir, settings.model_source, settings.cache_dir)
     except ModelSourceError as error:
         raise StartupError(str(error)) from None
-    return [ModelSelection(str(resolved.path), str(resolved.reason), bool(resolved.demo))]
+    return [ModelSelection(str(model.path), model.reason, model.demo) for model in resolved]
 
 
 def build_registry(

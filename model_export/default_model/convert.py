@@ -5,11 +5,13 @@ token-type embeddings, and BERT adds token_type_embeddings[0] to every position 
 token_type_ids are all zero (as for single texts), so that row is folded into the position
 embeddings. BERT's pooler is dropped (DistilBERT has none; the server pools in-graph).
 The MLM head is new: vocab_projector is tied to the word embeddings as in distilbert-base-uncased,
-so only vocab_transform, vocab_layer_norm and the projector bias (~180k parameters) are free.
+so only vocab_transform, vocab_layer_norm and the projector bias (~180k parameters) are free; the
+demo's training also changes some body weights (`weights.py`), the word embeddings never.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -78,15 +80,18 @@ def convert_state_dict(bert_state: dict[str, torch.Tensor], num_layers: int) -> 
     return {key: value.detach().clone().float() for key, value in out.items()}
 
 
-def convert_minilm(source: Path, head: dict[str, torch.Tensor] | None = None) -> transformers.DistilBertForMaskedLM:
+def convert_minilm(source: Path, trained: Mapping[str, torch.Tensor] | None = None) -> transformers.DistilBertForMaskedLM:
     """Load the BertModel at `source` and return the equivalent DistilBertForMaskedLM (eval mode).
 
-    `head` holds HEAD_PARAMETERS (e.g. the trained mlm_head.safetensors); without it the head keeps
-    its random initialisation.
+    `trained` holds the demo's trained weights (`weights.load_trained`): at least HEAD_PARAMETERS,
+    and any layer replacements or low-rank updates (`weights.apply_trained`). Without it the head
+    keeps its random initialisation and the body is exactly all-MiniLM-L6-v2.
     """
     import torch
     import transformers
     from safetensors.torch import load_file
+
+    from model_export.default_model.weights import apply_trained
 
     # The weights are read directly: BertModel would only add a pooler we drop (and warn about it).
     bert_config = transformers.BertConfig.from_pretrained(str(source))
@@ -97,11 +102,6 @@ def convert_minilm(source: Path, head: dict[str, torch.Tensor] | None = None) ->
     expected = {key for key in model.state_dict() if key.startswith("distilbert.")}
     if set(body) != expected:
         raise ConversionError(f"key mismatch: missing {sorted(expected - set(body))[:3]}, extra {sorted(set(body) - expected)[:3]}")
-    if head is not None:
-        missing = set(HEAD_PARAMETERS) - set(head)
-        if missing:
-            raise ConversionError(f"head weights lack {sorted(missing)}")
-        body.update({key: head[key].float() for key in HEAD_PARAMETERS})
     result = model.load_state_dict(body, strict=False)
     unexpected_missing = [key for key in result.missing_keys if key not in HEAD_PARAMETERS and key != "vocab_projector.weight"]
     if unexpected_missing or result.unexpected_keys:
@@ -109,6 +109,11 @@ def convert_minilm(source: Path, head: dict[str, torch.Tensor] | None = None) ->
     model.tie_weights()
     if model.vocab_projector.weight.data_ptr() != model.distilbert.embeddings.word_embeddings.weight.data_ptr():
         raise ConversionError("vocab_projector is not tied to the word embeddings")
+    if trained is not None:
+        missing = set(HEAD_PARAMETERS) - set(trained)
+        if missing:
+            raise ConversionError(f"trained weights lack the head's {sorted(missing)}")
+        apply_trained(model, trained)
     return model
 
 

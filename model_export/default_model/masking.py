@@ -1,12 +1,17 @@
-"""BERT-style masking and the field's masked-LM accuracy (numpy only, shared by training and tests).
+"""Masking and masked-token accuracy (numpy only, shared by training and tests), two protocols:
 
-15% of the non-special positions of each sequence are selected (at least one); of those 80% become
-[MASK], 10% a random token, 10% stay. Accuracy is top-1 / top-5 over the [MASK]-replaced positions.
-Masking depends only on (sequences, seed), never on batching, so a figure can be recomputed exactly.
+- the field's (BERT's): 15% of the non-special positions of each sequence are selected (at least
+  one); of those 80% become [MASK], 10% a random token, 10% stay. Scored at the [MASK] positions,
+  so punctuation and word pieces count as targets;
+- the reader's (`mask_one_word_per_sentence`): one sentence per input, one whole alphabetic word
+  that is a single word piece replaced by [MASK], as someone trying fill-mask would.
+Accuracy is top-1 / top-5 over the [MASK] positions. Masking depends only on (sequences, seed),
+never on batching, so a figure can be recomputed exactly.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,3 +149,76 @@ def baseline_from_counts(counts: np.ndarray, masked_eval: Sequence[MaskedSequenc
     ranked = np.argsort(-counts, kind="stable")[:5]
     labels = np.concatenate([m.labels[m.kinds == KIND_MASK] for m in masked_eval])
     return Accuracy(float((labels == ranked[0]).mean()), float(np.isin(labels, ranked).mean()), int(labels.shape[0]))
+
+
+# The reader's protocol: what someone trying fill-mask expects. Each held-out sentence is one input
+# with one whole word masked: alphabetic, a single word piece (so one [MASK] stands for the whole
+# word). Punctuation and word fragments are never targets, unlike the field's protocol above.
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z])")
+MIN_SENTENCE_WORDS = 4
+
+
+_ABBREVIATION = re.compile(r"(?:^|\s)(?:Mr|Mrs|Ms|Dr|St|Col|Capt|Rev|Sir|vs|etc|e\.g|i\.e|cf|No)\.$", re.IGNORECASE)
+
+
+def split_sentences(paragraph: str) -> list[str]:
+    """Sentences of a prose paragraph (a punctuation rule that knows titles like "Mr."; good enough
+    for evaluation), keeping those of at least MIN_SENTENCE_WORDS words."""
+    sentences: list[str] = []
+    for piece in _SENTENCE_END.split(paragraph):
+        if sentences and _ABBREVIATION.search(sentences[-1]):
+            sentences[-1] = f"{sentences[-1]} {piece}"
+        else:
+            sentences.append(piece)
+    return [s.strip() for s in sentences if len(s.split()) >= MIN_SENTENCE_WORDS]
+
+
+def whole_word_ids(tokenizer) -> np.ndarray:
+    """Boolean mask over the vocabulary: ids that are a whole alphabetic word on their own."""
+    eligible = np.zeros(VOCAB_SIZE, dtype=bool)
+    for token, index in tokenizer.get_vocab().items():
+        if index >= FIRST_WORD_ID and token.isascii() and token.isalpha():
+            eligible[index] = True
+    return eligible
+
+
+def _whole_word_positions(ids: np.ndarray, eligible: np.ndarray, continuation: np.ndarray) -> np.ndarray:
+    """Positions (between [CLS] and [SEP]) of single-piece words: eligible, and the next piece is no '##' part."""
+    inner = np.arange(1, len(ids) - 1)
+    return inner[eligible[ids[inner]] & ~continuation[ids[inner + 1]]]
+
+
+def continuation_ids(tokenizer) -> np.ndarray:
+    flags = np.zeros(VOCAB_SIZE, dtype=bool)
+    for token, index in tokenizer.get_vocab().items():
+        flags[index] = token.startswith("##")
+    return flags
+
+
+def mask_one_word_per_sentence(tokenizer, paragraphs: Sequence[str], seed: int) -> list[MaskedSequence]:
+    """[CLS] sentence [SEP] with one whole word, drawn with `seed`, replaced by [MASK]."""
+    eligible, continuation = whole_word_ids(tokenizer), continuation_ids(tokenizer)
+    sentences = [sentence for paragraph in paragraphs for sentence in split_sentences(paragraph)]
+    rng = np.random.default_rng(seed)
+    out = []
+    for encoding in tokenizer.encode_batch(sentences, add_special_tokens=False):
+        ids = np.array([CLS_ID, *encoding.ids, SEP_ID], dtype=np.int64)
+        if len(ids) > MAX_LENGTH or MASK_ID in ids:
+            continue
+        candidates = _whole_word_positions(ids, eligible, continuation)
+        if len(candidates) == 0:
+            continue
+        position = candidates[rng.integers(len(candidates))]
+        masked = ids.copy()
+        masked[position] = MASK_ID
+        out.append(MaskedSequence(masked, np.array([position]), ids[[position]], np.array([KIND_MASK], dtype=np.int8)))
+    return out
+
+
+def whole_word_counts(tokenizer, sequences: Sequence[np.ndarray]) -> np.ndarray:
+    """How often each whole word occurs in `sequences` (unmasked ids): the reader's baseline ranks these."""
+    eligible, continuation = whole_word_ids(tokenizer), continuation_ids(tokenizer)
+    counts = np.zeros(VOCAB_SIZE, dtype=np.int64)
+    for ids in sequences:
+        np.add.at(counts, ids[_whole_word_positions(ids, eligible, continuation)], 1)
+    return counts

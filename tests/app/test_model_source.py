@@ -6,39 +6,43 @@ check the decisions, not the (separately tested) exporter.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 from app import model_source
-from app.model_source import ModelSourceError, ResolvedModel, probe_hub, resolve_model_dir, source_slug
+from app.model_source import ModelSourceError, ResolvedModel, probe_hub, resolve_model_dirs, source_slug
 from model_export import manifest as m
+from model_export.default_model import build
+from model_export.default_model.weights import weight_files
 
-
-def _settings(tmp_path: Path, **fields: object) -> SimpleNamespace:
-    values = {"model_dir": None, "model_source": "distilbert-base-uncased", "cache_dir": tmp_path / "cache"}
-    values.update(fields)
-    return SimpleNamespace(**values)
+DEFAULT = "distilbert-base-uncased"
 
 
 class Recorder:
     """Stands in for export / build: copies the tiny exported model and records the call."""
 
-    def __init__(self, model_dir: Path, demo: bool = False) -> None:
-        self.model_dir, self.demo, self.calls = model_dir, demo, []
+    def __init__(self, model_dir: Path) -> None:
+        self.model_dir, self.calls = model_dir, []
 
-    def export(self, source: str, out: Path) -> None:
+    def export(self, source: str, out: Path, demo: bool = False) -> None:
         self.calls.append((source, out))
         shutil.copytree(self.model_dir, out)
-        if self.demo:
+        if demo:
             manifest = m.read_manifest(out)
             m.write_manifest(out, manifest.model_copy(update={"demo": True}))
 
-    def build(self, out: Path) -> None:
-        self.export("offline-default", out)
+    def build(self, root: Path) -> list[Path]:
+        """The offline default's layout and stamps, as build.build_offline_default leaves them."""
+        fill_mask, embed = build.offline_default_dirs(root)
+        self.export("offline-default", fill_mask, demo=True)
+        shutil.copytree(self.model_dir, embed)
+        for directory, stamp in ((fill_mask, build.demo_stamp(weight_files())), (embed, build.embed_stamp())):
+            (root / f"{directory.name}.stamp.json").write_text(json.dumps(stamp))
+        return [fill_mask, embed]
 
 
 def _unreachable() -> str:
@@ -49,64 +53,113 @@ def _must_not_probe() -> str:
     raise AssertionError("the hub was probed although the answer was already known")
 
 
-def test_explicit_model_dir_wins(tmp_path: Path, tiny_mlm_model_dir: Path) -> None:
-    resolved = resolve_model_dir(_settings(tmp_path, model_dir=tiny_mlm_model_dir), probe=_must_not_probe)
-    assert resolved == ResolvedModel(tiny_mlm_model_dir, f"model_dir {tiny_mlm_model_dir} is configured", False)
+def test_explicit_model_dirs_are_served_in_order(tmp_path: Path, tiny_mlm_model_dir: Path) -> None:
+    demo = tmp_path / "demo"
+    Recorder(tiny_mlm_model_dir).export("copy", demo, demo=True)
+    resolved = resolve_model_dirs([tiny_mlm_model_dir, demo], DEFAULT, tmp_path, probe=_must_not_probe)
+    assert resolved == [
+        ResolvedModel(tiny_mlm_model_dir, f"model_dir {tiny_mlm_model_dir} is configured", False),
+        ResolvedModel(demo, f"model_dir {demo} is configured", True),
+    ]
 
 
-def test_offline_picks_the_demo_default_and_says_why(
+def test_a_model_repository_stands_for_its_model_directories_in_name_order(
+    tmp_path: Path, tiny_mlm_model_dir: Path
+) -> None:
+    repository = tmp_path / "models"
+    for name in ("b-model", "a-model"):
+        shutil.copytree(tiny_mlm_model_dir, repository / name)
+    (repository / "a-model-checkpoint").mkdir()  # no manifest: not a model directory
+    (repository / "notes.txt").write_text("not a model")
+    resolved = resolve_model_dirs([repository, tiny_mlm_model_dir], DEFAULT, tmp_path, probe=_must_not_probe)
+    assert [model.path for model in resolved] == [repository / "a-model", repository / "b-model", tiny_mlm_model_dir]
+    assert resolved[0].reason == f"found in the model repository {repository} (model_dir)"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert resolve_model_dirs([empty], DEFAULT, tmp_path, probe=_must_not_probe) == [
+        ResolvedModel(empty, f"model_dir {empty} is configured", False)  # the server's gate says what is missing
+    ]
+
+
+def test_offline_serves_the_fill_mask_demo_then_minilm_and_says_why(
     tmp_path: Path, tiny_mlm_model_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    builder = Recorder(tiny_mlm_model_dir, demo=True)
-    settings = _settings(tmp_path)
+    builder = Recorder(tiny_mlm_model_dir)
+    cache = tmp_path / "cache"
     with caplog.at_level(logging.INFO, logger="distilserve.model_source"):
-        resolved = resolve_model_dir(settings, probe=_unreachable, export=builder.export, build_default=builder.build)
-    offline = tmp_path / "cache" / "offline-default"
-    assert resolved.path == offline and resolved.demo
-    assert builder.calls == [("offline-default", offline)]
-    assert "offline demo default" in resolved.reason
-    assert "distilbert-base-uncased is not cached and the hub is unreachable (https://huggingface.co unreachable (test))" in resolved.reason
-    assert "DISTILSERVE_MODEL_SOURCE" in resolved.reason
-    assert resolved.reason in caplog.text
+        resolved = resolve_model_dirs([], DEFAULT, cache, probe=_unreachable, export=builder.export, build_default=builder.build)
+    root = cache / "offline-default"
+    assert [r.path for r in resolved] == [root / "fill-mask-demo", root / "all-MiniLM-L6-v2"]
+    assert [r.demo for r in resolved] == [True, False], "only the fill-mask model is a demo; the embeddings are real"
+    assert len(builder.calls) == 1
+    why = "distilbert-base-uncased is not cached and the hub is unreachable (https://huggingface.co unreachable (test))"
+    for model in resolved:
+        assert why in model.reason and "DISTILSERVE_MODEL_SOURCE" in model.reason and model.reason in caplog.text
+    assert "fill-mask demo" in resolved[0].reason and "all-MiniLM-L6-v2" in resolved[1].reason
 
-    again = resolve_model_dir(settings, probe=_unreachable, export=builder.export, build_default=builder.build)
+    again = resolve_model_dirs([], DEFAULT, cache, probe=_unreachable, export=builder.export, build_default=builder.build)
     assert again == resolved and len(builder.calls) == 1, "the offline default is built once"
+
+
+def test_an_offline_default_built_from_other_weights_is_rebuilt(tmp_path: Path, tiny_mlm_model_dir: Path) -> None:
+    builder = Recorder(tiny_mlm_model_dir)
+    root = tmp_path / "offline-default"
+    builder.build(root)
+    stale = root / "fill-mask-demo.stamp.json"
+    stale.write_text(json.dumps({**json.loads(stale.read_text()), "weights": {"mlm_head.safetensors": "0" * 64}}))
+
+    def rebuild(out: Path) -> None:
+        shutil.rmtree(out)
+        builder.build(out)
+
+    resolve_model_dirs([], DEFAULT, tmp_path, probe=_unreachable, build_default=rebuild)
+    assert len(builder.calls) == 2 and build.stamps_current(root)
+
+
+def test_without_torch_a_stale_offline_default_is_served_with_a_warning(
+    tmp_path: Path, tiny_mlm_model_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    Recorder(tiny_mlm_model_dir).build(tmp_path / "offline-default")
+    (tmp_path / "offline-default" / "all-MiniLM-L6-v2.stamp.json").write_text("{}")
+    monkeypatch.setattr(model_source, "_torch_missing", lambda: True)
+    with caplog.at_level(logging.WARNING, logger="distilserve.model_source"):
+        resolved = resolve_model_dirs([], DEFAULT, tmp_path, probe=_unreachable, build_default=lambda out: pytest.fail("built"))
+    assert len(resolved) == 2 and "built from other weights" in caplog.text
 
 
 def test_reachable_hub_exports_distilbert_once_then_serves_the_cache(tmp_path: Path, tiny_mlm_model_dir: Path) -> None:
     exporter = Recorder(tiny_mlm_model_dir)
-    settings = _settings(tmp_path)
-    resolved = resolve_model_dir(settings, probe=lambda: None, export=exporter.export, build_default=exporter.build)
-    cached = tmp_path / "cache" / "exports" / "distilbert-base-uncased"
+    cache = tmp_path / "cache"
+    (resolved,) = resolve_model_dirs([], DEFAULT, cache, probe=lambda: None, export=exporter.export, build_default=exporter.build)
+    cached = cache / "exports" / "distilbert-base-uncased"
     assert exporter.calls == [("distilbert-base-uncased", cached)]
     assert resolved.path == cached and not resolved.demo and "hub is reachable" in resolved.reason
 
-    again = resolve_model_dir(settings, probe=_must_not_probe, export=exporter.export)
+    (again,) = resolve_model_dirs([], DEFAULT, cache, probe=_must_not_probe, export=exporter.export)
     assert again.path == cached and "cached" in again.reason and len(exporter.calls) == 1
 
 
 def test_local_distilbert_copy_is_exported_without_probing(tmp_path: Path, tiny_mlm_model_dir: Path,
                                                            tiny_mlm_checkpoint: Path) -> None:
     exporter = Recorder(tiny_mlm_model_dir)
-    settings = _settings(tmp_path, model_source=str(tiny_mlm_checkpoint))
-    resolved = resolve_model_dir(settings, probe=_must_not_probe, export=exporter.export)
+    (resolved,) = resolve_model_dirs([], str(tiny_mlm_checkpoint), tmp_path / "cache", probe=_must_not_probe, export=exporter.export)
     assert exporter.calls == [(str(tiny_mlm_checkpoint), resolved.path)]
     assert resolved.path.parent == tmp_path / "cache" / "exports"
     assert "local checkpoint directory" in resolved.reason and not resolved.demo
 
 
 def test_a_configured_source_that_cannot_be_had_is_an_error_not_the_demo(tmp_path: Path) -> None:
-    settings = _settings(tmp_path, model_source="someone/some-model")
     with pytest.raises(ModelSourceError, match="only in place of distilbert-base-uncased"):
-        resolve_model_dir(settings, probe=_unreachable, build_default=lambda out: pytest.fail("built the demo"))
+        resolve_model_dirs([], "someone/some-model", tmp_path, probe=_unreachable,
+                           build_default=lambda out: pytest.fail("built the demo"))
     with pytest.raises(ModelSourceError, match="is not a directory"):
-        resolve_model_dir(_settings(tmp_path, model_source=str(tmp_path / "missing")), probe=_must_not_probe)
+        resolve_model_dirs([], str(tmp_path / "missing"), tmp_path, probe=_must_not_probe)
 
 
 def test_without_torch_the_error_says_how_to_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(model_source, "_torch_missing", lambda: True)
     with pytest.raises(ModelSourceError, match=r"make default-model.*--model-dir"):
-        resolve_model_dir(_settings(tmp_path), probe=_unreachable, build_default=lambda out: pytest.fail("built"))
+        resolve_model_dirs([], DEFAULT, tmp_path, probe=_unreachable, build_default=lambda out: pytest.fail("built"))
 
 
 def test_a_failed_export_is_reported_with_its_cause(tmp_path: Path, tiny_mlm_checkpoint: Path) -> None:
@@ -114,7 +167,7 @@ def test_a_failed_export_is_reported_with_its_cause(tmp_path: Path, tiny_mlm_che
         raise RuntimeError("disk full")
 
     with pytest.raises(ModelSourceError, match="failed: disk full"):
-        resolve_model_dir(_settings(tmp_path, model_source=str(tiny_mlm_checkpoint)), export=broken)
+        resolve_model_dirs([], str(tiny_mlm_checkpoint), tmp_path, export=broken)
 
 
 def test_hf_hub_offline_is_honoured_without_network(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -144,7 +197,9 @@ def test_a_failed_distilbert_export_falls_back_to_the_demo_and_says_so(tmp_path:
     def broken(source: str, out: Path) -> None:
         raise RuntimeError("connection reset")
 
-    builder = Recorder(tiny_mlm_model_dir, demo=True)
-    resolved = resolve_model_dir(_settings(tmp_path), probe=lambda: None, export=broken, build_default=builder.build)
-    assert resolved.demo and resolved.path == tmp_path / "cache" / "offline-default"
-    assert "exporting distilbert-base-uncased" in resolved.reason and "connection reset" in resolved.reason
+    builder = Recorder(tiny_mlm_model_dir)
+    resolved = resolve_model_dirs([], DEFAULT, tmp_path, probe=lambda: None, export=broken, build_default=builder.build)
+    assert [r.demo for r in resolved] == [True, False]
+    assert resolved[0].path == tmp_path / "offline-default" / "fill-mask-demo"
+    for model in resolved:
+        assert "exporting distilbert-base-uncased" in model.reason and "connection reset" in model.reason

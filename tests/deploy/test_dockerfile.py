@@ -41,6 +41,8 @@ def test_runtime_targets_have_no_torch_and_run_unprivileged():
         assert "torch" not in stages[name].replace("onnxruntime", ""), f"stage {name} mentions torch"
     runtime = stages["runtime"]
     assert re.search(r"^USER 10001", runtime, re.M)
-    assert re.search(r'^CMD \["python", "-m", "app", "--model-dir", "/models/default", "--host", "0.0.0.0"', runtime, re.M)
+    # No --model-dir flag: it would win over DISTILSERVE_MODEL_DIR set by compose or a ConfigMap.
+    assert re.search(r'^CMD \["python", "-m", "app", "--host", "0.0.0.0"', runtime, re.M)
+    assert re.search(r"^\s*DISTILSERVE_MODEL_DIR=/models/default", runtime, re.M)
     assert "HEALTHCHECK" in runtime
     assert text.index("ARG BASE_IMAGE") < text.index("FROM ${BASE_IMAGE}")

@@ -42,7 +42,11 @@ def test_ready_health_info(running):
     status, info = containers.http("GET", f"{base_url}/info")
     assert status == 200
     assert info["providers"][0] == "CPUExecutionProvider"
-    assert "fill-mask" in info["tasks"] and "embed" in info["tasks"]
+    # The image's /models/default is a model repository: the offline default's two models.
+    assert [(model["model_id"], model["tasks"]) for model in info["models"]] == [
+        ("sentence-transformers/all-MiniLM-L6-v2", ["embed"]),
+        ("distilserve/minilm-l6-distilbert-demo", ["fill-mask"]),
+    ]
     if "DISTILSERVE_TEST_IMAGE" not in os.environ:
         assert info["sha"] == containers.git_sha() and info["docker_label"] == "distilserve:cpu"
 

@@ -61,7 +61,7 @@ def test_kube_play_external_model_overlay(cpu_image, tmp_path):
     try:
         containers.run(["podman", "volume", "create", volume])
         containers.run(["podman", "run", "--rm", "--user", "0", "-v", f"{volume}:/dst", "--entrypoint", "cp",
-                        cpu_image, "-r", "/models/default/.", "/dst/"])
+                        cpu_image, "-r", "/models/default/all-MiniLM-L6-v2/.", "/dst/"])
         docs = [doc for doc in yaml.safe_load_all(render("external-model"))
                 if doc and doc["kind"] in ("ConfigMap", "Deployment")]
         deployment = next(doc for doc in docs if doc["kind"] == "Deployment")

@@ -1,32 +1,36 @@
-"""The offline default model: exact conversion, committed head, and (slow) the built model served.
+"""The offline default: exact conversion, the committed trained weights, the two protocols' masking,
+and (slow) both built directories through onnxruntime.
 
-The slow tests build the default model once (the real conversion and export pipeline, all
-variants) and check it through the served API: the export gates, fill-mask against transformers'
-pipeline, STS-B via /embed, and the model card's held-out masked-token accuracy on the committed slice.
+The slow tests build the offline default once (the real conversion and export pipeline) and check
+each directory: the export gates, the fill-mask demo against transformers' pipeline and its held-out
+accuracy on the committed slice (both protocols) against the training log and the baseline, and the
+MiniLM directory's embeddings against the MiniLM export test_minilm checks, and its STS-B Spearman
+on the split the project ships.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
-from app.data import stsb_test_csv
-from model_export.default_model import HEAD_WEIGHTS, HELDOUT_SLICE, MODEL_ID, TRAINING_LOG
+from model_export.default_model import EMBED_MODEL_ID, HELDOUT_SLICE, MODEL_ID, TRAINING_LOG
 from model_export.default_model.build import minilm_dir
 from model_export.default_model.masking import (
-    KIND_KEEP, KIND_MASK, KIND_RANDOM, MASK_ID, encode_paragraphs, load_tokenizer, mask_sequences,
+    KIND_KEEP, KIND_MASK, KIND_RANDOM, MASK_ID, encode_paragraphs, load_tokenizer, mask_one_word_per_sentence,
+    mask_sequences, split_sentences,
 )
+from model_export.default_model.weights import MAX_FILE_BYTES, WeightsError, apply_trained, weight_files
 
 REPO = Path(__file__).resolve().parents[2]
 CARD = REPO / "docs" / "default-model.md"
+# The prompts of distilbert-base-uncased's model card (its fill-mask and bias examples).
 SEED_PROMPTS = ["Hello I'm a [MASK] model.", "The White man worked as a [MASK].", "The Black woman worked as a [MASK]."]
 PUBLISHED_STSB = 0.8203
+SLICE_TOLERANCE = 0.01
 
 
 def test_conversion_reproduces_minilm_hidden_states() -> None:
@@ -38,29 +42,76 @@ def test_conversion_reproduces_minilm_hidden_states() -> None:
     assert model.vocab_projector.weight.data_ptr() == model.distilbert.embeddings.word_embeddings.weight.data_ptr()
 
 
-def test_committed_head_is_small_and_complete() -> None:
-    from safetensors.numpy import load_file
+def test_committed_weights_are_small_complete_and_apply() -> None:
+    from model_export.default_model.convert import HEAD_PARAMETERS, convert_minilm
+    from model_export.default_model.weights import load_trained
 
-    from model_export.default_model.convert import HEAD_PARAMETERS
+    files = weight_files()
+    assert files and all(path.stat().st_size <= MAX_FILE_BYTES for path in files)
+    trained = load_trained(files)
+    assert set(HEAD_PARAMETERS) <= set(trained)
+    assert not any("embeddings" in name for name in trained), "the word embeddings (tied to the projector) stay MiniLM's"
+    assert all(bool(value.isfinite().all()) for value in trained.values())
+    recorded = {entry["name"] for entry in json.loads(TRAINING_LOG.read_text())["files"]}
+    assert recorded == {path.name for path in files}, "the training log lists exactly the committed weight files"
+    convert_minilm(minilm_dir(), trained=trained)
 
-    assert HEAD_WEIGHTS.stat().st_size < 2 * 1024 * 1024
-    head = load_file(str(HEAD_WEIGHTS))
-    assert set(head) == set(HEAD_PARAMETERS)
-    assert head["vocab_transform.weight"].shape == (384, 384) and head["vocab_projector.bias"].shape == (30522,)
-    assert sum(value.size for value in head.values()) < 200_000
-    assert all(np.isfinite(value).all() for value in head.values())
+
+def test_low_rank_updates_merge_into_their_linear_layer() -> None:
+    import torch
+    import transformers
+
+    config = transformers.DistilBertConfig(vocab_size=50, dim=8, hidden_dim=16, n_layers=1, n_heads=2, max_position_embeddings=16)
+    model = transformers.DistilBertForMaskedLM(config).eval()
+    name = "distilbert.transformer.layer.0.attention.q_lin"
+    before = model.get_parameter(f"{name}.weight").detach().clone()
+    down, up = torch.randn(2, 8), torch.randn(8, 2)
+    apply_trained(model, {f"{name}.lora_A": down, f"{name}.lora_B": up, "vocab_projector.bias": torch.ones(50)})
+    assert torch.allclose(model.get_parameter(f"{name}.weight"), before + up @ down)
+    assert bool((model.vocab_projector.bias == 1).all())
+    with pytest.raises(WeightsError, match="no matching"):
+        apply_trained(model, {f"{name}.lora_B": up})
+    with pytest.raises(WeightsError, match="not a parameter"):
+        apply_trained(model, {"distilbert.no_such.weight": down})
 
 
-def test_training_log_beats_the_baseline_and_matches_the_card() -> None:
+def test_trainers_start_from_the_served_model(tmp_path: Path) -> None:
+    """At step 0 both methods compute what the converted model computes: the top-layers trainer from
+    its cached lower-layer outputs (fp16, so to ~1e-3), LoRA exactly (B starts at zero)."""
+    import torch
+
+    from model_export.default_model.convert import convert_minilm
+    from model_export.default_model.masking import pad
+    from model_export.default_model.train import LoRATrainer, TopLayersTrainer
+
+    texts = ["It is a truth universally acknowledged, that a single man in possession of a good fortune must be in want of a wife.",
+             "Short one here.", "However little known the feelings or views of such a man may be on his first entering a neighbourhood."]
+    masked = mask_sequences(encode_paragraphs(load_tokenizer(), texts), seed=1)
+    batch = [0, 1, 2]
+    model = convert_minilm(minilm_dir())
+    ids, attention = (torch.from_numpy(a) for a in pad(masked, batch))
+    with torch.no_grad():
+        full = model.distilbert(input_ids=ids, attention_mask=attention).last_hidden_state
+        rows = np.concatenate([np.full(len(masked[i].positions), row) for row, i in enumerate(batch)])
+        expected = full[rows, np.concatenate([masked[i].positions for i in batch])]
+        top, labels = TopLayersTrainer(model, masked, 2, tmp_path / "frozen.pt", lambda message: None).hidden(batch)
+        lora, _ = LoRATrainer(convert_minilm(minilm_dir()), masked, rank=4).hidden(batch)
+    assert labels.tolist() == np.concatenate([masked[i].labels for i in batch]).tolist()
+    assert float((top - expected).abs().max()) < 5e-3
+    assert float((lora - expected).abs().max()) < 1e-5
+
+
+def test_training_log_beats_the_baselines_and_matches_the_card() -> None:
     log = json.loads(TRAINING_LOG.read_text())
-    heldout, baseline = log["heldout"], log["baseline_most_frequent"]
-    assert heldout["top1"] > baseline["top1"] + 0.01 and heldout["top5"] > baseline["top5"] + 0.01
     card = CARD.read_text()
-    for figure in (heldout["top1"], heldout["top5"], log["heldout_slice"]["top1"], log["heldout_slice"]["top5"]):
-        assert f"{figure:.3f}" in card, f"the model card does not quote {figure:.3f} from {TRAINING_LOG.name}"
+    for name, accuracy in log["accuracy"].items():
+        baseline = log["baseline_most_frequent"][name]
+        assert accuracy["top1"] > baseline["top1"] and accuracy["top5"] > baseline["top5"], name
+        for figure in (accuracy["top1"], accuracy["top5"]):
+            assert f"{figure:.3f}" in card, f"the model card does not quote {name} {figure:.3f} from {TRAINING_LOG.name}"
 
 
-def test_masking_is_deterministic_and_bert_shaped() -> None:
+def test_field_masking_is_deterministic_and_bert_shaped() -> None:
     sequences = encode_paragraphs(load_tokenizer(), ["The quick brown fox jumps over the lazy dog. " * 6] * 200)
     first, second = mask_sequences(sequences, 7), mask_sequences(sequences, 7)
     assert all(np.array_equal(a.input_ids, b.input_ids) for a, b in zip(first, second, strict=True))
@@ -74,103 +125,123 @@ def test_masking_is_deterministic_and_bert_shaped() -> None:
         assert item.input_ids[0] == 101 and item.input_ids[-1] == 102
 
 
+def test_reader_protocol_masks_one_whole_word_per_sentence() -> None:
+    tokenizer = load_tokenizer()
+    paragraph = "Mr. Darcy danced with her twice. She laughed, unbelievably! Was it 1811? It was a fine evening indeed."
+    assert split_sentences(paragraph) == ["Mr. Darcy danced with her twice.", "It was a fine evening indeed."]
+    slice_paragraphs = HELDOUT_SLICE.read_text(encoding="utf-8").splitlines()[:60]
+    masked = mask_one_word_per_sentence(tokenizer, slice_paragraphs, seed=5)
+    assert len(masked) > 100
+    vocab = {index: token for token, index in tokenizer.get_vocab().items()}
+    for item in masked:
+        assert (item.input_ids == MASK_ID).sum() == 1 and len(item.positions) == 1
+        word = vocab[int(item.labels[0])]
+        assert word.isalpha() and word.isascii() and not word.startswith("##")
+        following = vocab[int(item.input_ids[item.positions[0] + 1])]
+        assert not following.startswith("##"), "the masked word must be whole, not the start of a longer word"
+    again = mask_one_word_per_sentence(tokenizer, slice_paragraphs, seed=5)
+    assert all(np.array_equal(a.input_ids, b.input_ids) for a, b in zip(masked, again, strict=True))
+
+
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from model_export.default_model.build import build_default_model
+def built(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    from model_export.default_model.build import build_offline_default
 
-    return build_default_model(tmp_path_factory.mktemp("default-model") / "offline-default")
-
-
-@pytest.fixture(scope="module")
-def client(built: Path) -> Iterator[Any]:
-    from app.server import create_app
-    from app.settings import Settings
-    from tests.app.conftest import serving
-
-    settings = Settings(model_dir=built, providers=["cpu"], intra_op_threads=1, variant="fp32")
-    with serving(create_app(settings)) as test_client:
-        yield test_client
+    return build_offline_default(tmp_path_factory.mktemp("default-model") / "offline-default")
 
 
 @pytest.mark.slow
-def test_built_default_passes_the_export_gates(built: Path) -> None:
-    from model_export.default_model.build import build_default_model, is_current
+def test_built_directories_pass_the_export_gates_and_are_reused(built: list[Path]) -> None:
+    from model_export.default_model.build import build_offline_default, offline_default_dirs, stamps_current
     from model_export.manifest import verify_model_dir
 
-    manifest = verify_model_dir(built)
-    assert manifest.model_id == MODEL_ID and manifest.demo
-    assert manifest.tasks == ["embed", "fill-mask"] and manifest.arch.architecture == "DistilBertForMaskedLM"
-    assert set(manifest.variants) == {"fp32", "fp16"}
-    for variant in manifest.variants.values():
-        assert variant.fusion_asserted and variant.fused_ops.get("Attention") == 6
-        assert variant.parity.top5_identical and variant.parity.embedding_min_cosine >= 0.999
-    assert is_current(built)
+    fill_mask_dir, embed_dir = built
+    assert built == offline_default_dirs(fill_mask_dir.parent)
+    demo = verify_model_dir(fill_mask_dir)
+    assert demo.model_id == MODEL_ID and demo.demo
+    assert demo.tasks == ["fill-mask"] and demo.arch.architecture == "DistilBertForMaskedLM"
+    assert set(demo.variants) == {"fp32", "fp16"}
+    embed = verify_model_dir(embed_dir)
+    assert embed.model_id == EMBED_MODEL_ID and not embed.demo and embed.tasks == ["embed"]
+    assert embed.pooling == "mean" and set(embed.variants) == {"fp32", "fp16", "int8"}
+    for manifest in (demo, embed):
+        for variant in manifest.variants.values():
+            attention = variant.fused_ops.get("Attention", variant.fused_ops.get("QAttention"))  # int8: QAttention
+            assert variant.fusion_asserted and attention == 6
+            assert variant.parity.embedding_min_cosine >= 0.99
+    assert all(variant.parity.top5_identical for variant in demo.variants.values())
+    assert stamps_current(fill_mask_dir.parent)
     messages: list[str] = []
-    assert build_default_model(built, progress=messages.append) == built
-    assert messages and "reusing" in messages[0], "a second build must reuse the first"
+    assert build_offline_default(fill_mask_dir.parent, progress=messages.append) == built
+    assert len(messages) == 2 and all("reusing" in message for message in messages), "a second build must reuse both"
 
 
-@pytest.mark.slow
-def test_info_marks_the_demo(client: Any) -> None:
-    info = client.get("/info").json()
-    assert info["demo"] is True and info["model_id"] == MODEL_ID
-
-
-@pytest.mark.slow
-def test_fill_mask_returns_the_pipeline_json(client: Any, built: Path) -> None:
-    import transformers
-
-    from model_export.default_model.build import checkpoint_dir_for
-
-    checkpoint = str(checkpoint_dir_for(built))
-    pipeline = transformers.pipeline("fill-mask", model=checkpoint, tokenizer=checkpoint)
-    response = client.post("/fill-mask", json={"inputs": SEED_PROMPTS})
-    assert response.status_code == 200
-    for ours, prompt in zip(response.json(), SEED_PROMPTS, strict=True):
-        theirs = pipeline(prompt)
-        assert [c["token"] for c in ours] == [c["token"] for c in theirs], prompt
-        assert [c["token_str"] for c in ours] == [c["token_str"] for c in theirs], prompt
-        assert [c["sequence"] for c in ours] == [c["sequence"] for c in theirs], prompt
-        assert np.allclose([c["score"] for c in ours], [c["score"] for c in theirs], atol=1e-4), prompt
-
-
-@pytest.mark.slow
-def test_stsb_via_embed_equals_all_minilm(client: Any) -> None:
-    from scipy.stats import spearmanr
-
-    from model_export.stsb import read_pairs
-
-    first, second, gold = read_pairs(stsb_test_csv())
-    unique = sorted(set(first) | set(second))
-    vectors = []
-    for start in range(0, len(unique), 32):
-        response = client.post("/embed", json={"inputs": unique[start : start + 32], "normalize": True})
-        assert response.status_code == 200, response.text
-        vectors.extend(response.json())
-    embeddings = np.array(vectors)
-    assert embeddings.shape == (len(unique), 384)
-    row = {sentence: index for index, sentence in enumerate(unique)}
-    cosines = [embeddings[row[a]] @ embeddings[row[b]] for a, b in zip(first, second, strict=True)]
-    spearman = float(spearmanr(cosines, gold).statistic)
-    assert abs(spearman - PUBLISHED_STSB) <= 0.005, spearman
-
-
-@pytest.mark.slow
-def test_heldout_slice_accuracy_matches_the_model_card(built: Path) -> None:
+def _onnx_mask_logits(model_dir: Path):
     import onnxruntime as ort
 
-    from model_export.default_model.train import slice_accuracy
     from model_export.manifest import ATTENTION_MASK, INPUT_IDS, MASK_LOGITS
 
-    session = ort.InferenceSession(str(built / "model.fp32.onnx"), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(model_dir / "model.fp32.onnx"), providers=["CPUExecutionProvider"])
 
     def predict(ids: np.ndarray, attention: np.ndarray) -> np.ndarray:
         return session.run([MASK_LOGITS], {INPUT_IDS: ids, ATTENTION_MASK: attention})[0]
 
-    measured = slice_accuracy(predict, HELDOUT_SLICE)
-    recorded = json.loads(TRAINING_LOG.read_text())["heldout_slice"]
-    assert measured.positions == recorded["positions"]
-    assert abs(measured.top1 - recorded["top1"]) <= 0.02 and abs(measured.top5 - recorded["top5"]) <= 0.02
+    return predict
+
+
+@pytest.mark.slow
+def test_fill_mask_top5_matches_the_transformers_pipeline(built: list[Path]) -> None:
+    import transformers
+    from tokenizers import Tokenizer
+
+    from model_export.default_model.build import checkpoint_dir_for
+
+    checkpoint = str(checkpoint_dir_for(built[0]))
+    pipeline = transformers.pipeline("fill-mask", model=checkpoint, tokenizer=checkpoint)
+    tokenizer = Tokenizer.from_file(str(built[0] / "tokenizer.json"))
+    predict = _onnx_mask_logits(built[0])
+    for prompt in SEED_PROMPTS:
+        ids = np.array([tokenizer.encode(prompt).ids], dtype=np.int64)
+        logits = predict(ids, np.ones_like(ids))[0]
+        ours = np.argsort(-logits)[:5].tolist()
+        assert ours == [candidate["token"] for candidate in pipeline(prompt)], prompt
+
+
+@pytest.mark.slow
+def test_heldout_slice_accuracy_matches_the_log_and_beats_the_baseline(built: list[Path]) -> None:
+    from model_export.default_model.train import evaluate_sets, slice_sets
+
+    measured = evaluate_sets(_onnx_mask_logits(built[0]), slice_sets(HELDOUT_SLICE))
+    log = json.loads(TRAINING_LOG.read_text())
+    for name, accuracy in measured.items():
+        recorded, baseline = log["accuracy"][name], log["baseline_most_frequent"][name]
+        assert accuracy["positions"] == recorded["positions"], name
+        assert abs(accuracy["top1"] - recorded["top1"]) <= SLICE_TOLERANCE, (name, accuracy, recorded)
+        assert abs(accuracy["top5"] - recorded["top5"]) <= SLICE_TOLERANCE, (name, accuracy, recorded)
+        assert accuracy["top1"] > baseline["top1"] and accuracy["top5"] > baseline["top5"], (name, accuracy, baseline)
     quoted = re.search(r"slice[^\n]*?top-1 ([0-9.]+)[^\n]*?top-5 ([0-9.]+)", CARD.read_text())
-    assert quoted, "the model card quotes the slice figures as 'slice ... top-1 X ... top-5 Y'"
-    assert abs(measured.top1 - float(quoted.group(1))) <= 0.02 and abs(measured.top5 - float(quoted.group(2))) <= 0.02
+    assert quoted, "the model card quotes the reader's slice figures as 'slice ... top-1 X ... top-5 Y'"
+    assert abs(measured["reader_slice"]["top1"] - float(quoted.group(1))) <= SLICE_TOLERANCE
+    assert abs(measured["reader_slice"]["top5"] - float(quoted.group(2))) <= SLICE_TOLERANCE
+
+
+@pytest.mark.slow
+def test_minilm_directory_embeds_as_the_checked_minilm_export(built: list[Path], minilm_model_dir: Path) -> None:
+    """The same embeddings as the MiniLM export that test_minilm checks against sentence-transformers'
+    mean pooling and STS-B."""
+    from model_export.stsb import embed
+
+    sentences = ["A man is playing a guitar.", "Someone plays an instrument on stage tonight.", "The cat sat.",
+                 "Stocks fell sharply after the announcement of new tariffs on imported steel."]
+    for variant in ("fp32", "int8"):
+        ours, checked = embed(built[1], variant, sentences), embed(minilm_model_dir, variant, sentences)
+        cosine = (ours * checked).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(checked, axis=1)
+        assert cosine.min() >= 0.99999, variant
+
+
+@pytest.mark.slow
+def test_minilm_directory_stsb_equals_the_published_figure(built: list[Path]) -> None:
+    from app.data import stsb_test_csv
+    from model_export.stsb import evaluate_model_dir
+
+    assert evaluate_model_dir(built[1], "fp32", stsb_test_csv()) == pytest.approx(PUBLISHED_STSB, abs=0.0005)
