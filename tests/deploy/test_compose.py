@@ -63,11 +63,12 @@ def test_compose_up_prometheus_scrapes_the_service(cpu_image, prometheus_image):
         deadline, result = time.monotonic() + 30, None
         while time.monotonic() < deadline:
             _, result = containers.http("GET", f"{prometheus}/api/v1/query?query=distilserve_ready")
-            if [sample["value"][1] for sample in result["data"]["result"]] == ["1"]:
+            # One series per served model: the image's offline default has two.
+            if [sample["value"][1] for sample in result["data"]["result"]] == ["1", "1"]:
                 break
             time.sleep(2)
         else:
-            raise AssertionError(f"Prometheus never saw distilserve_ready == 1: {result}")
+            raise AssertionError(f"Prometheus never saw distilserve_ready == 1 for both models: {result}")
     finally:
         containers.run([*base, "down", "-v"], env=env, check=False, timeout=120)
 
