@@ -166,7 +166,7 @@ class OnnxBackend:
         self, model_dir: Path, manifest: Manifest, options: ModelOptions, limits: prov.ShapeLimits, trt_cache_dir: Path
     ) -> None:
         self._pad_id = manifest.special_tokens.pad.id
-        session, variant = _open_session(model_dir, manifest, options, limits, trt_cache_dir)
+        session, variant, requested = _open_session(model_dir, manifest, options, limits, trt_cache_dir)
         check_graph(session, manifest, limits.max_length)
         active = session.get_providers()
         self._session = session
@@ -177,7 +177,7 @@ class OnnxBackend:
             variant=variant,
             dtype=manifest.variant(variant).dtype,
             providers=active,
-            requested_providers=list(options.providers),
+            requested_providers=requested,
             io_binding=self._io_binding,
         )
 
@@ -265,17 +265,18 @@ def _ort_message(error: BaseException) -> str:
 
 def _open_session(
     model_dir: Path, manifest: Manifest, options: ModelOptions, limits: prov.ShapeLimits, trt_cache_dir: Path
-) -> tuple[Any, str]:
-    """The session on the best provider that starts, and the variant it loaded."""
+) -> tuple[Any, str, list[str]]:
+    """The session on the best provider that starts, the variant it loaded, and the providers asked for."""
     import onnxruntime as ort
 
     available = ort.get_available_providers()
-    planned = prov.plan_providers(options.providers, available, options.strict_providers)
+    requested = options.providers or prov.default_providers(available)
+    planned = prov.plan_providers(requested, available, options.strict_providers)
     variant = prov.choose_variant(manifest, planned[0], options.variant)
     session = _create_session(model_dir, manifest, variant, planned, options, limits, trt_cache_dir)
     active = session.get_providers()
-    log.info("onnxruntime %s; requested %s; active %s", ort.__version__, options.providers, active)
-    prov.check_active(options.providers, planned, active, options.strict_providers)
+    log.info("onnxruntime %s; requested %s; active %s", ort.__version__, requested, active)
+    prov.check_active(requested, planned, active, options.strict_providers)
     if options.variant is None and active[0] != planned[0]:
         # Fell back (e.g. CUDA failed to start): an fp16 graph on CPU would be slow; reload the CPU choice.
         fallback = prov.choose_variant(manifest, active[0], None)
@@ -283,7 +284,7 @@ def _open_session(
             log.warning("reloading variant %s instead of %s for %s", fallback, variant, active[0])
             variant = fallback
             session = _create_session(model_dir, manifest, variant, [prov.CPU], options, limits, trt_cache_dir)
-    return session, variant
+    return session, variant, requested
 
 
 def _create_session(

@@ -52,11 +52,12 @@ class ModelOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
-    providers: Annotated[list[str], NoDecode] = Field(
-        default=["CUDAExecutionProvider", "CPUExecutionProvider"],
+    providers: Annotated[list[str], NoDecode] | None = Field(
+        default=None,
         description=(
             "onnxruntime execution providers in order of preference, comma-separated "
-            "(short names cpu, cuda, tensorrt accepted). Unavailable ones are skipped with a warning."
+            "(short names cpu, cuda, tensorrt accepted). Unavailable ones are skipped with a warning. "
+            "Unset: CUDA then CPU where this onnxruntime build has CUDA, else CPU."
         ),
     )
     strict_providers: bool = Field(
@@ -133,7 +134,9 @@ class ModelOptions(BaseModel):
 
     @field_validator("providers")
     @classmethod
-    def _canonical_providers(cls, value: list[str]) -> list[str]:
+    def _canonical_providers(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
         names = [PROVIDER_ALIASES.get(name.lower(), name) for name in value]
         unknown = [name for name in names if name not in KNOWN_PROVIDERS]
         if unknown:

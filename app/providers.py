@@ -101,6 +101,12 @@ def provider_options(
     return {}
 
 
+def default_providers(available: list[str]) -> list[str]:
+    """What to ask for when the operator does not say: CUDA then CPU where this build has CUDA, else
+    CPU (a CPU-only install then starts without a warning about a provider it never had)."""
+    return [CUDA, CPU] if CUDA in available else [CPU]
+
+
 def plan_providers(requested: list[str], available: list[str], strict: bool) -> list[str]:
     """The requested providers this onnxruntime build has, in order; CPU is always the last resort."""
     usable = [name for name in requested if name in available]

@@ -18,6 +18,7 @@ from app.providers import (
     ShapeLimits,
     check_active,
     choose_variant,
+    default_providers,
     plan_providers,
     provider_options,
 )
@@ -128,3 +129,18 @@ def test_io_binding_path_matches_plain_run(tiny_mlm_model_dir: Path) -> None:
         bound["mask_logits"], np.concatenate([item.mask_logits for item in plain]), atol=1e-5  # type: ignore[misc]
     )
     assert [item.mask_logits.shape[0] for item in plain] == [1, 2]  # type: ignore[union-attr]
+
+
+def test_unset_providers_follow_the_installed_build() -> None:
+    assert default_providers([CPU, "AzureExecutionProvider"]) == [CPU]
+    assert default_providers([TENSORRT, CUDA, CPU]) == [CUDA, CPU]  # TensorRT only when asked for
+
+
+def test_a_cpu_build_starts_without_a_provider_warning(tiny_mlm_model_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    manifest = read_manifest(tiny_mlm_model_dir)
+    settings = Settings(model_dir=[tiny_mlm_model_dir], intra_op_threads=1)
+    assert settings.providers is None
+    with caplog.at_level(logging.WARNING):
+        backend = OnnxBackend(tiny_mlm_model_dir, manifest, settings, ShapeLimits(4, 512, 128), settings.trt_cache_path)
+    assert backend.info.requested_providers == [CPU] and backend.info.providers == [CPU]
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING], caplog.text

@@ -67,7 +67,7 @@ def test_settings_markdown_is_the_readme_table() -> None:
     table = settings_markdown()
     rows = [line for line in table.splitlines() if line.startswith("| `DISTILSERVE_")]
     assert len(rows) == len(Settings.model_fields)
-    assert "| `DISTILSERVE_PROVIDERS` | `--providers` | `CUDAExecutionProvider,CPUExecutionProvider` |" in table
+    assert "| `DISTILSERVE_PROVIDERS` | `--providers` | (unset) |" in table
 
 
 def test_the_shutdown_timeout_ends_before_kubernetes_kills_the_pod() -> None:
