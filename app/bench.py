@@ -252,6 +252,7 @@ def running_server(
         command += ["--model-dir", str(model_dir)]
     environment = dict(os.environ, DISTILSERVE_LOG_LEVEL="warning", **(env or {}))
     process = subprocess.Popen(command, cwd=REPO_ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT if log else None)
+    ready = False
     try:
         deadline = time.monotonic() + ready_timeout
         while True:
@@ -265,9 +266,13 @@ def running_server(
             if time.monotonic() > deadline:
                 raise ServerError(f"server not ready after {ready_timeout:.0f}s")
             time.sleep(0.2)
+        ready = True
         yield Server(url, port)
     finally:
-        process.terminate()
+        if ready:
+            process.terminate()
+        else:  # nothing to drain, and it may be deep in its warm-up
+            process.kill()
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
