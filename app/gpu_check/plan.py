@@ -145,7 +145,10 @@ def plan_for(mode: str, real_shapes: bool = False, budget_s: float | None = None
     if mode == "gpu":
         return gpu_plan(budget_s or 420.0)
     if real_shapes:
-        return replace(gpu_plan(budget_s or 420.0), mode="cpu", provider=CPU_PROVIDER)
+        gpu = gpu_plan(budget_s or 420.0)
+        # The server's default batch limits: warming up 64 x 512 tokens takes minutes on a few cores.
+        cpu_batches = {"DISTILSERVE_MAX_BATCH_SIZE": "32", "DISTILSERVE_MAX_BATCH_TOKENS": "8192"}
+        return replace(gpu, mode="cpu", provider=CPU_PROVIDER, server_env={**gpu.server_env, **cpu_batches})
     return cpu_plan(budget_s or 45.0)
 
 

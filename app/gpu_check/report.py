@@ -124,19 +124,21 @@ def render_markdown(data: dict[str, Any]) -> str:
         "| check | result | detail |",
         "|---|---|---|",
     ]
-    lines += [f"| {c['name']} | {'pass' if c['passed'] else '**FAIL**'} | {c['detail'].replace('|', '/')} |" for c in data["checks"]]
+    for check in data["checks"]:
+        detail = check["detail"].replace("|", "\\|")  # a bare pipe would end the cell
+        lines.append(f"| {check['name']} | {'pass' if check['passed'] else '**FAIL**'} | {detail} |")
     lines += ["", "## Raw session: sequences/s (p50 ms per batch)", ""]
     for (model, variant, provider), cells in _groups(data["raw"]).items():
         lines += [f"### {model}, {variant} on {provider}", ""]
         lines += _grid_table(cells, "batch", "batch", lambda c: f"{_rate(c['sequences_per_s'])} ({_ms(c['p50_ms'])})")
         lines.append("")
-    lines += ["## HTTP, one sequence per request: sequences/s (p50 / p99 ms, mean batch)", ""]
+    lines += ["## HTTP, one sequence per request: sequences/s (p50 / p99 ms, mean batch, client CPU)", ""]
     for (model, variant, provider), cells in _groups(data["http"]).items():
         lines += [f"### {model}, {variant} on {provider}", ""]
         lines += _grid_table(
             cells, "concurrency", "clients",
-            lambda c: f"{_rate(c['sequences_per_s'])} ({_ms(c['p50_ms'])} / {_ms(c['p99_ms'])}, {c['mean_batch'] or 0:.0f})"
-            + (f" {c['errors']} errors" if c["errors"] else ""),
+            lambda c: f"{_rate(c['sequences_per_s'])} ({_ms(c['p50_ms'])} / {_ms(c['p99_ms'])}, {c['mean_batch'] or 0:.0f}, "
+            f"{c['client_cpu']:.0%})" + (f" {c['errors']} errors" if c["errors"] else ""),
         )
         lines.append("")
     lines += [

@@ -4,6 +4,7 @@ then driven over HTTP one sequence per request (app.bench's client), cell by cel
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -40,6 +41,7 @@ class HttpCell:
     p90_ms: float
     p99_ms: float
     mean_batch: float
+    client_cpu: float  # share of one core the client process used: near 1, the client is the limit
 
 
 @dataclass(frozen=True)
@@ -136,10 +138,12 @@ def _grid(
             if duration < plan.http_cell_s / 3:
                 skipped.append(Skipped(label, "out of time"))
                 continue
+            cpu_started, started = time.process_time(), now()
             row, errors = bench.measure_http(server, path, bodies, concurrency, duration)
+            client_cpu = (time.process_time() - cpu_started) / max(now() - started, 1e-9)
             cells.append(HttpCell(
                 model.name, variant, run.provider, run.label, seq, concurrency, row.requests, errors, row.throughput,
-                row.p50_ms, row.p90_ms, row.p99_ms, row.mean_batch,
+                row.p50_ms, row.p90_ms, row.p99_ms, row.mean_batch, round(client_cpu, 2),
             ))
     return cells
 

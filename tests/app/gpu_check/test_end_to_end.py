@@ -78,6 +78,7 @@ def test_the_grid_is_measured_for_each_model_and_variant(cpu_run) -> None:
     assert len(raw) >= expected and len(http) >= expected  # at least a cell per model, variant and length
     assert all(c["sequences_per_s"] > 0 and c["p50_ms"] > 0 for c in report["raw"] + report["http"])
     assert all(c["errors"] == 0 and c["requests"] > 0 for c in report["http"])
+    assert all(0 < c["client_cpu"] <= 1.5 for c in report["http"])
     mixed = {(c["path"], c["order"]) for c in report["mixed"]}
     assert mixed == {("raw", "arrival"), ("raw", "by length"), ("http", "arrival")}
     assert all(0.0 <= c["padding_waste"] < 1.0 for c in report["mixed"])

@@ -21,7 +21,7 @@ def report() -> Report:
     result.check("server fp16: /info", True, "a: fp16 on CUDAExecutionProvider | b")
     result.raw += [RawCell("m", "fp16", "CUDA", seq, batch, 9, 1234.5 * batch, 1.0, 0.5, 0.6, 0.7)
                    for seq in (32, 128) for batch in (1, 8)]
-    result.http.append(HttpCell("m", "fp16", "CUDA", "fp16", 32, 4, 100, 2, 95.5, 3.0, 4.0, float("nan"), 2.4))
+    result.http.append(HttpCell("m", "fp16", "CUDA", "fp16", 32, 4, 100, 2, 95.5, 3.0, 4.0, float("nan"), 2.4, 0.31))
     result.mixed.append(MixedCell("m", "fp16", "CUDA", "http", 6, 64, "arrival", 500.0, None, 0.42, 9.0))
     result.skipped.append(Skipped("raw m fp16 seq 512 batch 256", "would not fit its time box (about 9.0 s)"))
     result.phases = {"export": 20.0, "raw": 30.5}
@@ -48,7 +48,7 @@ def test_markdown_has_a_table_per_model_and_variant(tmp_path: Path) -> None:
     assert text.startswith("# GPU check, gpu mode: passed")
     assert "NVIDIA H200, 580.159.04, 143771 MiB; onnxruntime 1.31.1" in text and "used 50 s" in text
     assert "| 1 | 1,234 (0.50) | 1,234 (0.50) |" in text and "| 8 | 9,876 (0.50) | 9,876 (0.50) |" in text
-    assert "| 4 | 95.5 (3.00 / -, 2) 2 errors |" in text
+    assert "| 4 | 95.5 (3.00 / -, 2, 31%) 2 errors |" in text
     assert "| m | fp16 | CUDA | http | 6 | 64 | arrival | 42.0% | 500 | - | 9.00 |" in text
-    assert "a: fp16 on CUDAExecutionProvider / b" in text  # a pipe would break the table
+    assert "a: fp16 on CUDAExecutionProvider \\| b" in text  # a bare pipe would break the table
     assert "- raw m fp16 seq 512 batch 256: would not fit its time box (about 9.0 s)" in text
