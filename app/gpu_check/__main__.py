@@ -202,19 +202,22 @@ def http(plan: Plan, built: list[Built], report: Any, work: Path, end: float, lo
         )
         report.servers.append({"label": run.label, "provider": run.provider, "variant": run.variant,
                                "info": {key: info.get(key) for key in ("error", "version", "models") if key in info}})
+        report.http += cells
+        report.mixed += mixed
+        report.skipped += skipped
         if "error" in info:
             report.check(f"server {run.label}", False, f"{info['error']} (see {SERVER_LOG})")
+        if "models" not in info:
             continue
         problems = serving.info_problems(info, run, [item.spec.name for item in built])
-        found = "; ".join(f"{m['model_id']}: {m['variant']} on {m['providers'][0]}, io_binding {m['io_binding']}"
-                          for m in info["models"])
+        found = "; ".join(
+            f"{m['model_id']}: {m['variant']} on {(m['providers'] or ['nothing'])[0]}, io_binding {m['io_binding']}"
+            for m in info["models"]
+        )
         report.check(f"server {run.label}: /info providers, variant, IO binding", not problems, "; ".join(problems) or found)
         errors = sum(cell.errors for cell in cells) + sum(cell.errors for cell in mixed)
         answered = sum(cell.requests + cell.errors for cell in cells)
         report.check(f"server {run.label}: every response 200", errors == 0, f"{errors} errors; {answered} grid requests")
-        report.http += cells
-        report.mixed += mixed
-        report.skipped += skipped
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

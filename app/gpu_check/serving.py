@@ -96,6 +96,7 @@ def measure_server(
     skipped: list[Skipped] = []
     log.write(f"\n===== server {run.label}: {' '.join(f'{k}={v}' for k, v in sorted(env.items()))}\n")
     log.flush()
+    info: dict[str, Any] = {}
     try:
         with bench.running_server(model_dirs, env, ready_timeout=max(5.0, end - now()), log=log) as server:
             info = httpx.get(server.url + "/info", timeout=30).json()
@@ -114,8 +115,9 @@ def measure_server(
                     ))
                 else:
                     skipped.append(Skipped(f"http {run.label} {model.name} mixed lengths", "out of time"))
-    except bench.ServerError as error:
-        return {"error": str(error)}, cells, mixed, skipped
+    except Exception as error:  # a server that will not start, or dies mid-run, ends this run with what it measured
+        detail = str(error) if isinstance(error, bench.ServerError) else f"{type(error).__name__}: {error}"
+        return {**info, "error": detail.splitlines()[0] if detail else type(error).__name__}, cells, mixed, skipped
     return info, cells, mixed, skipped
 
 
