@@ -22,9 +22,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING
 
 from app.gpu_check.plan import ModelSpec, Plan, fair_share, now, plan_for
+from app.gpu_check.report import Report
+
+if TYPE_CHECKING:
+    from app.gpu_check.serving import ServerRun
 
 SERVER_LOG = "servers.log"
 
@@ -42,7 +46,7 @@ class Built:
 
 
 @contextmanager
-def phase(report: Any, name: str, out: Path) -> Iterator[None]:
+def phase(report: Report, name: str, out: Path) -> Iterator[None]:
     started = now()
     say(f"{name} ...")
     try:
@@ -53,7 +57,7 @@ def phase(report: Any, name: str, out: Path) -> Iterator[None]:
         say(f"{name}: {report.phases[name]:.1f} s")
 
 
-def preflight(plan: Plan, report: Any) -> bool:
+def preflight(plan: Plan, report: Report) -> bool:
     from app.gpu_check import host
 
     result = host.preflight(host.providers_for(plan.provider), host.child_env())
@@ -63,7 +67,7 @@ def preflight(plan: Plan, report: Any) -> bool:
     return report.check(f"preflight: a bare process runs a session on {plan.provider}", passed, detail)
 
 
-def build(plan: Plan, work: Path, report: Any) -> list[Built]:
+def build(plan: Plan, work: Path, report: Report) -> list[Built]:
     from app.gpu_check import models
 
     built = []
@@ -86,7 +90,7 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {lines[0][:300] if lines else ''}"
 
 
-def gates(plan: Plan, built: list[Built], report: Any) -> None:
+def gates(plan: Plan, built: list[Built], report: Report) -> None:
     import torch
 
     from app.gpu_check import models
@@ -114,7 +118,7 @@ def _providers(plan: Plan) -> list[str]:
     return host.providers_for(plan.provider)
 
 
-def raw(plan: Plan, built: list[Built], report: Any, work: Path, end: float) -> None:
+def raw(plan: Plan, built: list[Built], report: Report, work: Path, end: float) -> None:
     jobs = [(item, variant) for item in built for variant in item.variants]
     for index, (item, variant) in enumerate(jobs):
         try:
@@ -124,7 +128,7 @@ def raw(plan: Plan, built: list[Built], report: Any, work: Path, end: float) -> 
         gc.collect()
 
 
-def _raw_job(plan: Plan, item: Built, variant: str, report: Any, work: Path, end: float) -> None:
+def _raw_job(plan: Plan, item: Built, variant: str, report: Report, work: Path, end: float) -> None:
     """Placement, the grid, then the mixed lengths, for one model and variant, until `end`."""
     from app import bench
     from app.gpu_check import inputs
@@ -164,7 +168,7 @@ def _raw_job(plan: Plan, item: Built, variant: str, report: Any, work: Path, end
     report.skipped += skipped
 
 
-def server_runs(plan: Plan, variants: list[str], tensorrt: bool) -> list[Any]:
+def server_runs(plan: Plan, variants: list[str], tensorrt: bool) -> list[ServerRun]:
     """One server per variant every model has, on the plan's provider; and fp32 on TensorRT where it loads."""
     from model_export.manifest import CUDA_PROVIDER, TENSORRT_PROVIDER
 
@@ -182,7 +186,7 @@ def server_runs(plan: Plan, variants: list[str], tensorrt: bool) -> list[Any]:
     return runs
 
 
-def http(plan: Plan, built: list[Built], report: Any, work: Path, end: float, log: IO[str]) -> None:
+def http(plan: Plan, built: list[Built], report: Report, work: Path, end: float, log: IO[str]) -> None:
     from model_export.manifest import read_manifest
 
     from app.gpu_check import host, serving
@@ -243,7 +247,6 @@ def main(argv: list[str] | None = None) -> int:
     transformers.utils.logging.disable_progress_bar()  # one bar per saved or loaded model would bury the log
 
     from app.gpu_check import host
-    from app.gpu_check.report import Report
 
     mode, why = host.choose_mode(args.mode)
     if mode is None:
