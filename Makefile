@@ -13,8 +13,10 @@ TEACHER ?= bert-base-uncased
 CORPUS ?=
 STUDENT ?= models/student
 DISTILL_ARGS ?=
+GPU_CHECK_OUT ?= gpu-check-results
+GPU_CHECK_ARGS ?=
 
-.PHONY: serve test test-fast export bench distill default-model train-demo clean
+.PHONY: serve test test-fast export bench gpu-check distill default-model train-demo clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +40,11 @@ export: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m app.bench $(MODEL_DIR) --json bench-results/bench.json
+
+# The GPU path end to end (docs/gpu.md): on a GPU host `make gpu-check RUNTIME=gpu GPU_CHECK_ARGS="--mode gpu"`
+# in a fresh venv; elsewhere the CPU mode with tiny models, in under a minute.
+gpu-check: $(STAMP)
+	$(PY) -m app.gpu_check --out $(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)
 
 # make distill CORPUS=path/to/texts [TEACHER=hub-id-or-dir] [STUDENT=dir] [DISTILL_ARGS="--max-steps 2000"]
 distill: $(STAMP)

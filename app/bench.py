@@ -24,11 +24,20 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from model_export.manifest import Manifest
+
+    from app.backend import OnnxBackend
+    from app.model_config import ModelOptions
+    from app.providers import ShapeLimits
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,20 +85,27 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
-def bench_raw(model_dir: Path, texts: list[str], duration: float) -> tuple[list[Row], dict[str, Any]]:
+def open_backend(model_dir: Path, options: ModelOptions, trt_cache_dir: Path) -> tuple[OnnxBackend, Manifest, ShapeLimits]:
+    """The server's backend for one model directory, built as the server builds it, without HTTP."""
     from model_export.manifest import verify_model_dir
 
-    from app.backend import OnnxBackend, TokenBatch, TokenItem, Wants, warmup_batch
+    from app.backend import OnnxBackend
     from app.providers import ShapeLimits
+
+    manifest = verify_model_dir(model_dir)
+    limits = ShapeLimits(options.max_batch_size, options.max_batch_tokens, options.max_input_length or manifest.max_length)
+    return OnnxBackend(model_dir, manifest, options, limits, trt_cache_dir), manifest, limits
+
+
+def bench_raw(model_dir: Path, texts: list[str], duration: float) -> tuple[list[Row], dict[str, Any]]:
+    from app.backend import TokenBatch, TokenItem, Wants, warmup_batch
     from app.settings import Settings
     from app.tokenizer import TextTokenizer
 
     settings = Settings(model_dir=[model_dir])
-    manifest = verify_model_dir(model_dir)
-    max_length = settings.max_input_length or manifest.max_length
+    backend, manifest, limits = open_backend(model_dir, settings, settings.trt_cache_path)
+    max_length = limits.max_length
     tokenizer = TextTokenizer(model_dir / manifest.tokenizer_file, manifest.special_tokens, max_length, manifest.clean_up_tokenization_spaces)
-    limits = ShapeLimits(settings.max_batch_size, settings.max_batch_tokens, max_length)
-    backend = OnnxBackend(model_dir, manifest, settings, limits, settings.trt_cache_path)
     wants = Wants(embedding=True, mask_top_k=5 if tokenizer.mask_id is not None else None)
     sequences = tokenizer.encode(texts, truncate=True)
     special = manifest.special_tokens
@@ -209,56 +225,96 @@ async def drive(port: int, path: str, bodies: list[bytes], concurrency: int, dur
     return latencies, errors
 
 
-def bench_http(model_dir: Path, texts: list[str], task: str, concurrencies: list[int], duration: float) -> list[Row]:
+class ServerError(Exception):
+    """The server subprocess exited or never became ready; the message says which."""
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    port: int
+
+
+@contextmanager
+def running_server(
+    model_dirs: list[Path], env: dict[str, str] | None = None, ready_timeout: float = 300, log: IO[str] | None = None
+) -> Iterator[Server]:
+    """`python -m app` serving `model_dirs` on a free port, ready; stopped on leaving. `env` adds to this
+    process's environment (PYTHONPATH and all pass through); `log` takes the server's output."""
     import httpx
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
-    env = dict(os.environ, DISTILSERVE_LOG_LEVEL="warning")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app", "--model-dir", str(model_dir), "--host", "127.0.0.1", "--port", str(port)],
-        cwd=REPO_ROOT, env=env,
-    )
-    rows = []
+    command = [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(port)]
+    for model_dir in model_dirs:
+        command += ["--model-dir", str(model_dir)]
+    environment = dict(os.environ, DISTILSERVE_LOG_LEVEL="warning", **(env or {}))
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT if log else None)
+    ready = False
     try:
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + ready_timeout
         while True:
             if process.poll() is not None:
-                raise SystemExit(f"server exited with {process.returncode}")
+                raise ServerError(f"server exited with {process.returncode}")
             try:
                 if httpx.get(url + "/ready", timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise SystemExit("server not ready after 300s")
+                raise ServerError(f"server not ready after {ready_timeout:.0f}s")
             time.sleep(0.2)
-        path = "/embed" if task == "embed" else "/fill-mask"
-        bodies = [json.dumps({"inputs": text, "truncate": True} if task == "embed" else {"inputs": text}).encode()
-                  for text in texts]
-        asyncio.run(drive(port, path, bodies, 4, min(2.0, duration)))  # connection and cache warm-up
-        for concurrency in concurrencies:
-            before = scrape(url)
-            started = time.perf_counter()
-            latencies, errors = asyncio.run(drive(port, path, bodies, concurrency, duration))
-            elapsed = time.perf_counter() - started
-            after = scrape(url)
-            delta = {key: after[key] - before[key] for key in after}
-            batches = delta["distilserve_batch_size_count"] or 1.0
-            padded = delta["distilserve_batch_tokens_sum"] or 1.0
-            if errors:
-                print(f"concurrency {concurrency}: {errors} non-200 responses", file=sys.stderr)
-            rows.append(Row(
-                "http", concurrency, len(latencies), len(latencies) / elapsed,
-                *(percentile(latencies, q) * 1000 for q in (50, 90, 99)),
-                delta["distilserve_batch_size_sum"] / batches,
-                1 - delta["distilserve_batch_real_tokens_total"] / padded,
-            ))
+        ready = True
+        yield Server(url, port)
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        if ready:
+            process.terminate()
+        else:  # nothing to drain, and it may be deep in its warm-up
+            process.kill()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def measure_http(server: Server, path: str, bodies: list[bytes], concurrency: int, duration: float) -> tuple[Row, int]:
+    """One HTTP measurement at `concurrency` for `duration` seconds: its row (batch sizes and padding
+    waste from the server's /metrics), and how many responses were not 200."""
+    before = scrape(server.url)
+    started = time.perf_counter()
+    latencies, errors = asyncio.run(drive(server.port, path, bodies, concurrency, duration))
+    elapsed = time.perf_counter() - started
+    after = scrape(server.url)
+    delta = {key: after[key] - before[key] for key in after}
+    batches = delta["distilserve_batch_size_count"] or 1.0
+    padded = delta["distilserve_batch_tokens_sum"] or 1.0
+    row = Row(
+        "http", concurrency, len(latencies), len(latencies) / elapsed,
+        *(percentile(latencies, q) * 1000 for q in (50, 90, 99)),
+        delta["distilserve_batch_size_sum"] / batches,
+        1 - delta["distilserve_batch_real_tokens_total"] / padded,
+    )
+    return row, errors
+
+
+def bench_http(model_dir: Path, texts: list[str], task: str, concurrencies: list[int], duration: float) -> list[Row]:
+    rows = []
+    try:
+        with running_server([model_dir]) as server:
+            path = "/embed" if task == "embed" else "/fill-mask"
+            bodies = [json.dumps({"inputs": text, "truncate": True} if task == "embed" else {"inputs": text}).encode()
+                      for text in texts]
+            asyncio.run(drive(server.port, path, bodies, 4, min(2.0, duration)))  # connection and cache warm-up
+            for concurrency in concurrencies:
+                row, errors = measure_http(server, path, bodies, concurrency, duration)
+                if errors:
+                    print(f"concurrency {concurrency}: {errors} non-200 responses", file=sys.stderr)
+                rows.append(row)
+    except ServerError as error:
+        raise SystemExit(str(error)) from None
     return rows
 
 

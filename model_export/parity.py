@@ -7,15 +7,17 @@ from its full-vocab output, and fill-mask top-5 ids from transformers' `pipeline
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from model_export.errors import OutputMismatchError
+from model_export.errors import ExportError, OutputMismatchError
 from model_export.manifest import (
     ATTENTION_MASK,
+    CPU_PROVIDER,
     INPUT_IDS,
     MASK_LOGITS,
     MASK_POSITIONS,
@@ -25,6 +27,9 @@ from model_export.manifest import (
 from model_export.sentences import MASK, VALIDATION_SENTENCES
 
 TOP_K = 5
+
+# onnxruntime's providers argument: names, or (name, options) pairs.
+Providers = Sequence[str | tuple[str, dict[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -103,16 +108,20 @@ def mean_or_cls_pool(hidden: np.ndarray, attention_mask: np.ndarray, pooling: st
     return ((hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)).astype(np.float32)
 
 
-def compute_reference(model: Any, tokenizer: Any, has_mlm_head: bool, pooling: str, max_length: int) -> Reference:
+def compute_reference(
+    model: Any, tokenizer: Any, has_mlm_head: bool, pooling: str, max_length: int, device: str = "cpu"
+) -> Reference:
+    """PyTorch's answers, with `model` moved to `device` (a GPU gate compares against torch on the GPU)."""
     import torch
 
     mask_token = tokenizer.mask_token if has_mlm_head else None
     sentences = validation_sentences(mask_token)
     batch = tokenizer(sentences, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
     inputs = {INPUT_IDS: batch["input_ids"], ATTENTION_MASK: batch["attention_mask"]}
+    model = model.to(device)
     with torch.no_grad():
-        output = model(**inputs, output_hidden_states=True)
-    hidden = output.hidden_states[-1].numpy()
+        output = model(**{name: tensor.to(device) for name, tensor in inputs.items()}, output_hidden_states=True)
+    hidden = output.hidden_states[-1].cpu().numpy()
     attention_mask = inputs[ATTENTION_MASK].numpy()
     reference = Reference(
         input_ids=inputs[INPUT_IDS].numpy(),
@@ -123,16 +132,16 @@ def compute_reference(model: Any, tokenizer: Any, has_mlm_head: bool, pooling: s
     if has_mlm_head:
         positions = np.argwhere(reference.input_ids == tokenizer.mask_token_id)
         reference.mask_positions = positions
-        reference.mask_logits = output.logits.numpy()[positions[:, 0], positions[:, 1]]
-        reference.pipeline_top_k = _pipeline_top_k(model, tokenizer, sentences)
+        reference.mask_logits = output.logits.cpu().numpy()[positions[:, 0], positions[:, 1]]
+        reference.pipeline_top_k = _pipeline_top_k(model, tokenizer, sentences, device)
     return reference
 
 
-def _pipeline_top_k(model: Any, tokenizer: Any, sentences: list[str]) -> np.ndarray:
+def _pipeline_top_k(model: Any, tokenizer: Any, sentences: list[str], device: str) -> np.ndarray:
     """Top-k token ids from transformers' fill-mask pipeline, one row per mask, row-major."""
     from transformers import pipeline
 
-    fill_mask = pipeline("fill-mask", model=model, tokenizer=tokenizer, top_k=TOP_K, device="cpu")
+    fill_mask = pipeline("fill-mask", model=model, tokenizer=tokenizer, top_k=TOP_K, device=device)
     rows = []
     for sentence in sentences:
         if tokenizer.mask_token not in sentence:
@@ -143,12 +152,17 @@ def _pipeline_top_k(model: Any, tokenizer: Any, sentences: list[str]) -> np.ndar
     return np.array(rows, dtype=np.int64)
 
 
-def run_onnx(path: Path, reference: Reference) -> dict[str, np.ndarray]:
+def run_onnx(path: Path, reference: Reference, providers: Providers = (CPU_PROVIDER,)) -> dict[str, np.ndarray]:
+    """The variant's outputs on the validation batch, on the first of `providers` or not at all: a gate
+    meant for CUDA must not pass on onnxruntime's silent fallback to the CPU."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(path), options, providers=list(providers))
+    wanted = providers[0] if isinstance(providers[0], str) else providers[0][0]
+    if session.get_providers()[0] != wanted:
+        raise ExportError(f"{path.name}: validation asked for {wanted}, but onnxruntime runs it on {session.get_providers()}")
     names = [output.name for output in session.get_outputs()]
     values = session.run(names, {INPUT_IDS: reference.input_ids, ATTENTION_MASK: reference.attention_mask})
     return dict(zip(names, values, strict=True))
@@ -166,8 +180,8 @@ def top_k_ids(logits: np.ndarray, k: int = TOP_K) -> np.ndarray:
     return order[:, :k]
 
 
-def measure(path: Path, reference: Reference, gate: Gate) -> Parity:
-    outputs = run_onnx(path, reference)
+def measure(path: Path, reference: Reference, gate: Gate, providers: Providers = (CPU_PROVIDER,)) -> Parity:
+    outputs = run_onnx(path, reference, providers)
     embeddings = outputs[SENTENCE_EMBEDDING]
     figures: dict[str, Any] = {
         "embedding_max_abs_diff": float(np.abs(embeddings - reference.embeddings).max()),

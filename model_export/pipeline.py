@@ -218,7 +218,7 @@ def _first_passing_build(
     for attempt, scope in enumerate(scopes, start=1):
         _make_variant(name, scope, optimized_path, path, say)
         parity = measure(path, reference, gate)
-        say(f"validating {name}: {_figures(parity)}")
+        say(f"validating {name}: {describe_parity(parity)}")
         missed = gate.failures(parity)
         if not missed:
             return _Passed(path, parity, scope)
@@ -281,7 +281,8 @@ def _write_manifest(
     return manifest
 
 
-def _figures(parity: Parity) -> str:
+def describe_parity(parity: Parity) -> str:
+    """A gate's figures on one line, as the export prints them."""
     text = f"embedding max|diff| {parity.embedding_max_abs_diff:.2e}, min cosine {parity.embedding_min_cosine:.6f}"
     if parity.top1_agreement is not None:
         text += (

@@ -7,13 +7,24 @@ from pathlib import Path
 
 # STS Benchmark, English test split; source and licence in stsb/README.md and stsb/LICENSE.
 STSB_TEST_CSV = Path(__file__).resolve().parent / "stsb" / "stsb-en-test.csv"
+# bert-base-uncased's WordPiece vocabulary (distilbert-base-uncased and all-MiniLM-L6-v2 share it).
+BERT_UNCASED_VOCAB = Path(__file__).resolve().parent / "bert_uncased" / "vocab.txt"
 
 
 def stsb_test_csv() -> Path:
     """The STS-B test split; a missing file is an error that names it, never a stand-in."""
-    if not STSB_TEST_CSV.is_file():
+    return _shipped(STSB_TEST_CSV, "STS-B test data", "stsb")
+
+
+def bert_uncased_vocab() -> Path:
+    """bert-base-uncased's vocab.txt; a missing file is an error that names it."""
+    return _shipped(BERT_UNCASED_VOCAB, "the bert-base-uncased vocabulary", "bert_uncased")
+
+
+def _shipped(path: Path, what: str, folder: str) -> Path:
+    if not path.is_file():
         raise FileNotFoundError(
-            f"STS-B test data is missing: {STSB_TEST_CSV} (it ships with the package as app/data/stsb/; "
+            f"{what} is missing: {path} (it ships with the package as app/data/{folder}/; "
             "reinstall, or restore it from version control)"
         )
-    return STSB_TEST_CSV
+    return path

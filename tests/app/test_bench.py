@@ -43,3 +43,12 @@ def test_missing_sentences_stop_the_bench_and_name_the_file(
     monkeypatch.setattr("app.data.STSB_TEST_CSV", missing)
     with pytest.raises(SystemExit, match=re.escape(str(missing))):
         bench.load_sentences(10)
+
+
+def test_a_server_not_ready_in_time_is_an_error_and_is_stopped_at_once(tiny_mlm_model_dir: Path) -> None:
+    import time
+
+    started = time.monotonic()
+    with pytest.raises(bench.ServerError, match="not ready after 0s"), bench.running_server([tiny_mlm_model_dir], ready_timeout=0.2):
+        pass
+    assert time.monotonic() - started < 10  # killed, not left to finish its warm-up and drain

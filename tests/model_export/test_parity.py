@@ -7,7 +7,7 @@ import onnxruntime as ort
 import pytest
 from tokenizers import Tokenizer
 
-from model_export.errors import OutputMismatchError
+from model_export.errors import ExportError, OutputMismatchError
 from model_export.manifest import ATTENTION_MASK, INPUT_IDS, Parity, read_manifest
 from model_export.parity import GATES, Gate, Reference, measure, top_k_ids
 from model_export.sentences import MASK, VALIDATION_SENTENCES
@@ -76,3 +76,28 @@ def test_mask_positions_off_the_mask_tokens_are_a_typed_error(tiny_exports) -> N
     )
     with pytest.raises(OutputMismatchError, match="mask_positions differ.*--opset"):
         measure(model_dir / "model.fp32.onnx", reference, GATES["fp32"])
+
+
+def test_a_gate_asked_for_a_gpu_refuses_to_pass_on_the_cpu_fallback(tiny_exports) -> None:
+    """onnxruntime runs a session on the CPU when CUDA is missing, silently; a CUDA gate must not pass there."""
+    model_dir: Path = tiny_exports["bert-encoder"]
+    session = ort.InferenceSession(str(model_dir / "model.fp32.onnx"), providers=["CPUExecutionProvider"])
+    feed = {INPUT_IDS: np.array([[101, 2023, 102]]), ATTENTION_MASK: np.ones((1, 3), dtype=np.int64)}
+    reference = Reference(input_ids=feed[INPUT_IDS], attention_mask=feed[ATTENTION_MASK], embeddings=session.run(None, feed)[0])
+    assert measure(model_dir / "model.fp32.onnx", reference, GATES["fp32"]).embedding_max_abs_diff == 0.0
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime build has CUDA: the fallback cannot be provoked by asking for it")
+    cuda_first = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    with pytest.raises(ExportError, match="asked for CUDAExecutionProvider, but onnxruntime runs it on"), pytest.warns(UserWarning):
+        measure(model_dir / "model.fp32.onnx", reference, GATES["fp32"], providers=cuda_first)
+
+
+def test_the_reference_can_be_computed_on_another_torch_device(tiny_checkpoints) -> None:
+    from model_export.loading import load_checkpoint, resolve_source
+    from model_export.parity import compute_reference
+
+    loaded = load_checkpoint(resolve_source(str(tiny_checkpoints["distilbert-mlm"])))
+    on_cpu = compute_reference(loaded.model, loaded.tokenizer, True, "mean", 128)
+    on_cpu0 = compute_reference(loaded.model, loaded.tokenizer, True, "mean", 128, device="cpu:0")
+    np.testing.assert_allclose(on_cpu.embeddings, on_cpu0.embeddings, atol=1e-6)
+    assert np.array_equal(on_cpu.pipeline_top_k, on_cpu0.pipeline_top_k)
