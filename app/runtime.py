@@ -67,6 +67,10 @@ class Answer:
     candidates: tasks.MaskCandidates | None
 
 
+def _chars(texts: Sequence[str]) -> int:
+    return sum(len(text) for text in texts)
+
+
 class _BatchRunner:
     """The batcher's processor: collate token items, run the backend, keep what each item wants."""
 
@@ -232,8 +236,8 @@ class ModelRuntime:
         """TEI /embed semantics: one float list per text."""
         self.check_dimensions(dimensions)
         result = await self.embeddings(texts=texts, truncate=truncate, direction=direction)
-        vectors = await self.workers.run(
-            lambda: [tasks.embedding(vector, normalize, dimensions) for vector in result.vectors]
+        vectors = await self.workers.run_sized(
+            result.vectors.size, lambda: [tasks.embedding(vector, normalize, dimensions) for vector in result.vectors]
         )
         return vectors, result.timings
 
@@ -258,7 +262,7 @@ class ModelRuntime:
             count, estimate = len(ids), sum(min(max_length, len(row) + 2) for row in ids)
             encode = functools.partial(self.tokenizer.encode_ids, ids, truncate=truncate, direction=direction)
         with self.admit(count, estimate) as permit:
-            sequences = await self.workers.run(encode)
+            sequences = await self.workers.run_sized(_chars(texts) if texts is not None else estimate, encode)
             items = [TokenItem(sequence, Wants(embedding=True)) for sequence in sequences]
             answers, timings = await self._infer(
                 permit, items, self._mask_rows(sequences), time.perf_counter() - started, started
@@ -277,13 +281,14 @@ class ModelRuntime:
         mask_id = self.tokenizer.mask_id
         assert mask_id is not None  # the registry only routes fill-mask to models that have a mask token
         with self.admit(len(texts), estimate_tokens(texts, self.tokenizer.max_length)) as permit:
-            sequences, target_ids = await self.workers.run(self._encode_fill_mask, texts, targets)
+            sequences, target_ids = await self.workers.run_sized(_chars(texts), self._encode_fill_mask, texts, targets)
             rows = self._mask_rows(sequences)
             self._check_candidates(rows, top_k if target_ids is None else min(top_k, len(target_ids)))
             wants = Wants(embedding=False, mask_top_k=top_k, mask_targets=target_ids)
             items = [TokenItem(sequence, wants) for sequence in sequences]
             answers, timings = await self._infer(permit, items, rows, time.perf_counter() - started, started)
-            results = await self.workers.run(self._fill_mask_answers, sequences, answers, mask_id)
+            candidates = sum(rows) * top_k
+            results = await self.workers.run_sized(candidates, self._fill_mask_answers, sequences, answers, mask_id)
         self.metrics.inputs["fill-mask"].inc(len(answers))
         return results, timings
 
@@ -341,8 +346,9 @@ class ModelRuntime:
     async def tokenize(self, texts: Sequence[str], add_special_tokens: bool) -> list[list[Token]]:
         """TEI's /tokenize: the same input count and length limits as inference."""
         with self.admit(len(texts), 0):
-            return await self.workers.run(self.tokenizer.tokenize_all, texts, add_special_tokens)
+            return await self.workers.run_sized(_chars(texts), self.tokenizer.tokenize_all, texts, add_special_tokens)
 
     async def decode(self, sequences: Sequence[Sequence[int]], skip_special_tokens: bool) -> list[str]:
         with self.admit(len(sequences), 0):
-            return await self.workers.run(self.tokenizer.decode_all, sequences, skip_special_tokens)
+            size = sum(map(len, sequences))
+            return await self.workers.run_sized(size, self.tokenizer.decode_all, sequences, skip_special_tokens)

@@ -15,7 +15,9 @@ from app.errors import ClientDisconnected, InvalidInput
 from app.registry import Registry
 from app.runtime import ModelRuntime, Timings
 from app.tokenizer import check_text
-from app.workers import WorkerPool
+from app.workers import INLINE_SIZE, WorkerPool
+
+INLINE_UNKNOWN = INLINE_SIZE + 1  # an answer of unknown size goes to the pool
 
 T = TypeVar("T")
 
@@ -81,11 +83,12 @@ def encode_json(content: Any) -> bytes:
     return json.dumps(content, separators=(",", ":"), allow_nan=False).encode()
 
 
-async def json_response(request: Request, content: Any, timings: Timings | None = None) -> Response:
+async def json_response(request: Request, content: Any, timings: Timings | None = None, size: int | None = None) -> Response:
     """Serialize once with the stdlib (faster than validating a response model for large float lists),
-    on the worker pool. `content` may be a function that builds the content there too."""
+    on the worker pool unless `size` (numbers or strings in the answer) says it is small. `content`
+    may be a function that builds the content there too."""
     workers: WorkerPool = request.app.state.workers
     build: Callable[[], Any] = content if callable(content) else lambda: content
-    body = await workers.run(lambda: encode_json(build()))
+    body = await workers.run_sized(INLINE_UNKNOWN if size is None else size, lambda: encode_json(build()))
     headers = timings.headers() if timings is not None else None
     return Response(body, media_type="application/json", headers=headers)

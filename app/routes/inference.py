@@ -34,7 +34,12 @@ async def fill_mask(body: FillMaskRequest, request: Request, model: ModelQuery =
     )
     # The pipeline unwraps a one-element list as it does a string.
     content: Any = answers[0] if isinstance(body.inputs, str) or len(body.inputs) == 1 else answers
-    return await json_response(request, content, timings)
+    return await json_response(request, content, timings, size=4 * _candidates(answers))
+
+
+def _candidates(answers: list[Any]) -> int:
+    """Candidates in fill-mask answers (a list per input, or per mask when an input has several)."""
+    return sum(len(answer) if not answer or isinstance(answer[0], dict) else sum(map(len, answer)) for answer in answers)
 
 
 @router.post(
@@ -53,4 +58,4 @@ async def embed(body: EmbedRequest, request: Request, model: ModelQuery = None) 
             dimensions=body.dimensions,
         ),
     )
-    return await json_response(request, vectors, timings)
+    return await json_response(request, vectors, timings, size=len(vectors) * len(vectors[0]) if vectors else 0)

@@ -151,7 +151,7 @@ async def create_embeddings(body: EmbeddingsRequest, request: Request) -> Respon
         vectors = [tasks.embedding(vector, True, body.dimensions) for vector in result.vectors]
         return response_content(vectors, result.token_counts, runtime.model_id, body.encoding_format)
 
-    return await json_response(request, content, result.timings)
+    return await json_response(request, content, result.timings, size=result.vectors.size)
 
 
 def _created(created_at: str) -> int:

@@ -52,6 +52,7 @@ async def tokenize(body: TokenizeRequest, request: Request, model: ModelQuery = 
     return await json_response(
         request,
         lambda: [[token_json(text, token) for token in tokens] for text, tokens in zip(texts, tokenized, strict=True)],
+        size=5 * sum(map(len, tokenized)),
     )
 
 
@@ -65,4 +66,5 @@ async def decode(body: DecodeRequest, request: Request, model: ModelQuery = None
     runtime = runtime_for(request, body.model, model, ANY_TASK)
     single = not body.ids or isinstance(body.ids[0], int)
     sequences: list[list[int]] = [body.ids] if single else body.ids  # type: ignore[list-item,assignment]
-    return await json_response(request, await runtime.decode(sequences, body.skip_special_tokens))
+    decoded = await runtime.decode(sequences, body.skip_special_tokens)
+    return await json_response(request, decoded, size=sum(map(len, decoded)) // 4)
