@@ -11,8 +11,8 @@ from tests.conftest import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 SCOPE = ["app", "model_export", "tests", "Makefile", ".ci", "Dockerfile", "pyproject.toml"]
-# A path component named `shared`, however it is spelled: "../shared/...", parent / "shared",
-# "shared/data/...".
+# A path component named `shared`, however it is spelled: a parent-relative path into it, a
+# pathlib join with it, or a relative path starting with it.
 OUTSIDE = re.compile(r"""\.\./shared\b|["'/]shared["'/]""")
 
 
