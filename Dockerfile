@@ -132,6 +132,9 @@ ENV LD_LIBRARY_PATH=/opt/cuda-libs \
 # Reported by /info as `sha` and `docker_label`: --build-arg BUILD_SHA=$(git rev-parse HEAD).
 ARG BUILD_SHA=unknown
 ARG DOCKER_LABEL=distilserve:gpu
+# podman/buildah reuse a cached ENV layer when only the ARG it reads changed (buildah#5501);
+# a RUN that reads the ARGs keys the cache on their values.
+RUN echo "distilserve ${DOCKER_LABEL} ${BUILD_SHA}"
 LABEL org.opencontainers.image.revision=${BUILD_SHA}
 ENV DISTILSERVE_BUILD_SHA=${BUILD_SHA} \
     DISTILSERVE_DOCKER_LABEL=${DOCKER_LABEL}
@@ -145,6 +148,9 @@ COPY --from=source /opt/distilserve /opt/distilserve
 # Reported by /info as `sha` and `docker_label`: --build-arg BUILD_SHA=$(git rev-parse HEAD).
 ARG BUILD_SHA=unknown
 ARG DOCKER_LABEL=distilserve:cpu
+# podman/buildah reuse a cached ENV layer when only the ARG it reads changed (buildah#5501);
+# a RUN that reads the ARGs keys the cache on their values.
+RUN echo "distilserve ${DOCKER_LABEL} ${BUILD_SHA}"
 LABEL org.opencontainers.image.revision=${BUILD_SHA}
 ENV DISTILSERVE_BUILD_SHA=${BUILD_SHA} \
     DISTILSERVE_DOCKER_LABEL=${DOCKER_LABEL}
