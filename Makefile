@@ -15,6 +15,7 @@ STUDENT ?= models/student
 DISTILL_ARGS ?=
 GPU_CHECK_OUT ?= gpu-check-results
 GPU_CHECK_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: serve test test-fast export bench gpu-check distill default-model train-demo clean
 
@@ -23,7 +24,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first and pinned: the local CPU wheel; anything else pulls gigabytes of CUDA packages.
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[$(RUNTIME),export,test]"
+	$(PY) -m pip install --quiet -e ".[$(RUNTIME),export,test,bench]"
 	touch $(STAMP)
 
 serve: $(STAMP)
@@ -38,8 +39,9 @@ test-fast: $(STAMP)
 export: $(STAMP)
 	$(PY) -m model_export $(SOURCE) --out $(OUT)
 
+# make bench [MODEL_DIR=dir] [BENCH_ARGS="--quick"]: table, bench-results/bench.json and bench.png
 bench: $(STAMP)
-	$(PY) -m app.bench $(MODEL_DIR) --json bench-results/bench.json
+	$(PY) -m app.bench $(MODEL_DIR) --json bench-results/bench.json $(BENCH_ARGS)
 
 # The GPU path end to end (docs/gpu.md): on a GPU host `make gpu-check RUNTIME=gpu GPU_CHECK_ARGS="--mode gpu"`
 # in a fresh venv; elsewhere the CPU mode with tiny models, in under a minute.

@@ -9,6 +9,8 @@ from pathlib import Path
 STSB_TEST_CSV = Path(__file__).resolve().parent / "stsb" / "stsb-en-test.csv"
 # bert-base-uncased's WordPiece vocabulary (distilbert-base-uncased and all-MiniLM-L6-v2 share it).
 BERT_UNCASED_VOCAB = Path(__file__).resolve().parent / "bert_uncased" / "vocab.txt"
+# The benchmark's mixed-length English texts (from STS-B and Austen); provenance in bench/README.md.
+BENCH_TEXTS = Path(__file__).resolve().parent / "bench" / "bench-texts.jsonl"
 
 
 def stsb_test_csv() -> Path:
@@ -19,6 +21,11 @@ def stsb_test_csv() -> Path:
 def bert_uncased_vocab() -> Path:
     """bert-base-uncased's vocab.txt; a missing file is an error that names it."""
     return _shipped(BERT_UNCASED_VOCAB, "the bert-base-uncased vocabulary", "bert_uncased")
+
+
+def bench_texts_file() -> Path:
+    """The benchmark's text set; a missing file is an error that names it, never a stand-in."""
+    return _shipped(BENCH_TEXTS, "the benchmark's text set", "bench")
 
 
 def _shipped(path: Path, what: str, folder: str) -> Path:
