@@ -26,7 +26,8 @@ MAX_TOKENS = 250
 MIN_TOKENS = 6
 TEXT_COUNT = 1200
 SEED = 20261130
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"'_)]*\s+(?=[\"'_(]*[A-Z])")
+# Whitespace after a sentence's end (and its closing quote), before a capital: kept text loses nothing.
+_SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"'_)]))\s+(?=[\"'_(]*[A-Z])")
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 from app.bench.http import ServerError, drive, free_port, measure_closed_loop, running_process
@@ -21,7 +22,8 @@ INFINITY_MODEL_NAME = "bench"
 
 def find_infinity(executable: str) -> str:
     """The infinity_emb executable asked for, or a SystemExit that says how to get one."""
-    found = shutil.which(executable)
+    # The venv's own bin first: `.venv/bin/python -m app.bench` does not put it on PATH.
+    found = shutil.which(executable, path=str(Path(sys.executable).parent)) or shutil.which(executable)
     if found is None:
         raise SystemExit(
             f"bench: --infinity: {executable!r} is not an executable on PATH; install infinity_emb into its own "

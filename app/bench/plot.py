@@ -46,6 +46,9 @@ def draw(sections: list[Section], out: Path) -> Path:
         axes.grid(True, which="both", alpha=0.3)
     speed.set_ylabel("sentences / s")
     speed.set_ylim(bottom=0)
+    ceiling = embed.ceiling.throughput
+    ratio = speed.secondary_yaxis("right", functions=(lambda y: y / ceiling, lambda r: r * ceiling))
+    ratio.set_ylabel("x the in-process ceiling")
     speed.set_title(f"{embed.model_id} ({embed.variant}): throughput")
     speed.legend(fontsize=8, loc="lower right")
     latency.set_yscale("log")

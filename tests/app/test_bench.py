@@ -45,8 +45,15 @@ def test_the_committed_text_set_is_what_the_builder_makes_from_the_repository(tm
     from app.bench.build_texts import build_from_repository
     from app.data import BENCH_TEXTS
 
+    from model_export.default_model import HELDOUT_SLICE
+
     build_from_repository(tmp_path / "texts.jsonl")
     assert (tmp_path / "texts.jsonl").read_bytes() == BENCH_TEXTS.read_bytes()
+    # Every text is verbatim from its source: an STS-B sentence, or a run within one Austen paragraph.
+    austen = "\n".join(" ".join(line.split()) for line in HELDOUT_SLICE.read_text(encoding="utf-8").splitlines())
+    stsb = set(bench.load_sentences(None))
+    for entry in map(json.loads, BENCH_TEXTS.read_text(encoding="utf-8").splitlines()):
+        assert entry["text"] in (stsb if entry["source"] == "stsb" else austen), entry
 
 
 @pytest.mark.parametrize(("attribute", "loader"), [("STSB_TEST_CSV", "load_sentences"), ("BENCH_TEXTS", "load_bench_texts")])
@@ -129,3 +136,59 @@ def test_a_server_not_ready_in_time_is_an_error_and_is_stopped_at_once(tiny_mlm_
     with pytest.raises(bench.ServerError, match="not ready after 0s"), bench.running_server([tiny_mlm_model_dir], ready_timeout=0.2):
         pass
     assert time.monotonic() - started < 10  # killed, not left to finish its warm-up and drain
+
+
+FAKE_INFINITY = '''#!{python}
+"""Stands in for `infinity_emb v2`: records its arguments, answers /health and OpenAI-shaped /embeddings."""
+import json, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+args = sys.argv[1:]
+open({record!r}, "w").write(json.dumps(args))
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def reply(self, status, payload):
+        body = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        self.reply(200 if self.path == "/health" else 404, {{}})
+
+    def do_POST(self):
+        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        ok = self.path == "/embeddings" and request["model"] == "bench" and isinstance(request["input"], list)
+        self.reply(200 if ok else 400, {{"data": [{{"embedding": [0.0]}} for _ in request.get("input", [])]}})
+
+    def log_message(self, *args):
+        pass
+
+
+ThreadingHTTPServer(("127.0.0.1", int(args[args.index("--port") + 1])), Handler).serve_forever()
+'''
+
+
+def test_infinity_is_driven_with_its_own_cli_and_openai_bodies(tmp_path: Path) -> None:
+    import sys
+
+    from app.bench.peers import find_infinity, infinity_rows
+
+    record = tmp_path / "argv.json"
+    executable = tmp_path / "infinity_emb"
+    executable.write_text(FAKE_INFINITY.format(python=sys.executable, record=str(record)))
+    executable.chmod(0o755)
+    checkpoint = tmp_path / "checkpoint"
+    rows = infinity_rows(find_infinity(str(executable)), checkpoint, ["one", "two", "three", "four"], [1, 2], 0.3,
+                         request_sentences=2, request_concurrency=2, threads=1)
+    assert [(row.mode, row.concurrency, row.sentences_per_request) for row in rows] == [
+        ("infinity", 1, 1), ("infinity", 2, 1), ("infinity", 2, 2)]
+    assert all(row.requests > 0 and row.errors == 0 for row in rows)
+    argv = json.loads(record.read_text())
+    assert argv[:3] == ["v2", "--model-id", str(checkpoint)] and argv[argv.index("--engine") + 1] == "torch"
+    with pytest.raises(SystemExit, match="not an executable"):
+        find_infinity(str(tmp_path / "absent"))
