@@ -35,7 +35,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("model_dir", nargs="?", type=Path,
                         help="the embedding model directory (default: the server's choice for embeddings)")
     parser.add_argument("--fill-mask-model-dir", type=Path, default=None,
-                        help="the fill-mask model (default: MODEL_DIR when it serves fill-mask, else the server's choice)")
+                        help="the fill-mask model (default: MODEL_DIR when it serves fill-mask; without MODEL_DIR, the server's choice)")
     parser.add_argument("--no-fill-mask", action="store_true", help="skip the fill-mask comparison")
     parser.add_argument("--concurrency", default="1,8,32,128", help="comma-separated client concurrencies")
     parser.add_argument("--request-sentences", type=int, default=32, help="sentences per request in the batched-request load (0: skip it)")

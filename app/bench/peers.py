@@ -1,8 +1,10 @@
 """Other embedding servers, driven by the same client on the same texts in the same run (opt-in).
 
 Infinity (infinity_emb, the Python v2 server) pins transformers 4 and numpy 1, so it cannot share
-this environment: install it into its own virtual environment and pass its `infinity_emb`
-executable to `--infinity`. It serves the checkpoint the model directory was exported from.
+this environment: install it into its own virtual environment (e.g. `pip install
+"infinity_emb[server]==0.0.78"` where torch is already importable, so pip pulls no CUDA wheels) and
+pass its `infinity_emb` executable to `--infinity`. It serves, with its torch engine on CPU, the
+checkpoint the model directory was exported from; its output goes to a temporary log kept on failure.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from app.bench.http import ServerError, drive, free_port, measure_closed_loop, running_process
@@ -45,8 +48,9 @@ def infinity_rows(executable: str, checkpoint: Path, texts: list[str], concurren
 
     singles = [body([text]) for text in texts]
     rows = []
+    log = tempfile.NamedTemporaryFile("w", prefix="bench-infinity-", suffix=".log", delete=False)
     try:
-        with running_process(command, port, "/health", environment, 600, None) as server:
+        with log, running_process(command, port, "/health", environment, 600, log) as server:
             asyncio.run(drive(server.port, "/embeddings", singles, 4, min(2.0, duration)))
             for concurrency in concurrencies:
                 rows.append(measure_closed_loop(server, "/embeddings", singles, concurrency, duration, mode="infinity"))
@@ -56,5 +60,6 @@ def infinity_rows(executable: str, checkpoint: Path, texts: list[str], concurren
                 rows.append(measure_closed_loop(server, "/embeddings", groups, request_concurrency, duration,
                                                 sentences_per_request=request_sentences, mode="infinity"))
     except ServerError as error:
-        raise SystemExit(f"bench: infinity: {error}") from None
+        raise SystemExit(f"bench: infinity: {error}; its output is in {log.name}") from None
+    Path(log.name).unlink()
     return rows
