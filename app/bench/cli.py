@@ -122,6 +122,8 @@ def fill_mask_section(model_dir: Path, texts: list[str], args: argparse.Namespac
     masked = as_task(texts, FILL_MASK, mask)
     served = inprocess.open_served(model_dir, FILL_MASK, masked)
     fitting = [index for index, ids in enumerate(served.sequences) if len(ids) < served.limits.max_length]
+    if not fitting:
+        raise SystemExit(f"bench: no masked text fits {model_dir}'s max_length {served.limits.max_length}")
     masked = [masked[index] for index in fitting]
     served.sequences = [served.sequences[index] for index in fitting]
     section = Section(FILL_MASK, manifest.model_id, served.backend.info.variant, inprocess.ceiling_row(served, args.duration))
@@ -146,7 +148,7 @@ def http_rows(embed: Section, embed_dir: Path, texts: list[str], fill_mask: tupl
             for concurrency in args.concurrency:
                 embed.rows.append(measure_http(server, "/embed", singles, concurrency, args.duration, model=embed.model_id)[0])
             size = args.request_sentences
-            if size:
+            if size and len(texts) >= size:
                 groups = bodies([texts[start:start + size] for start in range(0, len(texts) - size + 1, size)],
                                 embed.model_id, truncate=True)
                 embed.rows.append(measure_http(server, "/embed", groups, args.request_concurrency, args.duration,
@@ -161,6 +163,20 @@ def http_rows(embed: Section, embed_dir: Path, texts: list[str], fill_mask: tupl
         raise SystemExit(f"bench: {error}") from None
 
 
+def infinity_plan(args: argparse.Namespace, embed_dir: Path) -> tuple[str, Path] | None:
+    """Infinity's executable and the checkpoint it will serve, when asked for; a SystemExit when unusable."""
+    if not args.infinity:
+        return None
+    from model_export.manifest import read_manifest
+
+    from app.bench.peers import find_infinity
+
+    checkpoint = inprocess.checkpoint_of(read_manifest(embed_dir))
+    if checkpoint is None:
+        raise SystemExit("bench: --infinity needs the checkpoint the model was exported from on this machine")
+    return find_infinity(args.infinity), checkpoint
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     texts = load_bench_texts(args.texts)
@@ -169,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     skipped: dict[str, str] = {}
     if mask_dir is None:
         skipped["fill-mask"] = "no fill-mask model (MODEL_DIR serves none, or --no-fill-mask)"
+    infinity = infinity_plan(args, embed_dir)  # before minutes of measuring, not after
 
     embed, served = embed_section(embed_dir, texts, args, skipped)
     env = environment(served, args)
@@ -179,16 +196,11 @@ def main(argv: list[str] | None = None) -> int:
         section, masked = fill_mask_section(mask_dir, texts, args, skipped)
         fill_mask = (section, mask_dir, masked)
     http_rows(embed, embed_dir, texts, fill_mask, args)
-    if args.infinity:
-        from model_export.manifest import read_manifest
+    if infinity:
+        from app.bench.peers import infinity_rows
 
-        from app.bench.peers import find_infinity, infinity_rows
-
-        checkpoint = inprocess.checkpoint_of(read_manifest(embed_dir))
-        if checkpoint is None:
-            raise SystemExit("bench: --infinity needs the checkpoint the model was exported from on this machine")
-        embed.rows += infinity_rows(find_infinity(args.infinity), checkpoint, texts, args.concurrency, args.duration,
-                                    args.request_sentences, args.request_concurrency, int(env["cpu_count"] or 1))
+        embed.rows += infinity_rows(*infinity, texts, args.concurrency, args.duration, args.request_sentences,
+                                    args.request_concurrency, int(env["cpu_count"] or 1))
 
     sections = [embed] + ([fill_mask[0]] if fill_mask else [])
     report = document(env, text_stats, sections, skipped)

@@ -58,7 +58,6 @@ class Served:
     manifest: Manifest
     backend: OnnxBackend
     limits: ShapeLimits
-    mask_id: int | None
     sequences: list[np.ndarray]
 
     @property
@@ -80,7 +79,7 @@ def open_served(model_dir: Path, task: str, texts: list[str]) -> Served:
     for batch, length in limits.warmup_shapes():
         backend.run(warmup_batch(batch, length, special.cls.id, special.sep.id, tokenizer.mask_id))
     sequences = tokenizer.encode(texts, truncate=True)
-    return Served(model_dir, task, settings, manifest, backend, limits, tokenizer.mask_id, sequences)
+    return Served(model_dir, task, settings, manifest, backend, limits, sequences)
 
 
 def _timed_passes(duration: float, one_pass: Callable[[], list[float]]) -> tuple[float, list[float], int]:

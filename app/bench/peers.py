@@ -54,7 +54,7 @@ def infinity_rows(executable: str, checkpoint: Path, texts: list[str], concurren
             asyncio.run(drive(server.port, "/embeddings", singles, 4, min(2.0, duration)))
             for concurrency in concurrencies:
                 rows.append(measure_closed_loop(server, "/embeddings", singles, concurrency, duration, mode="infinity"))
-            if request_sentences:
+            if request_sentences and len(texts) >= request_sentences:
                 groups = [body(texts[start:start + request_sentences])
                           for start in range(0, len(texts) - request_sentences + 1, request_sentences)]
                 rows.append(measure_closed_loop(server, "/embeddings", groups, request_concurrency, duration,

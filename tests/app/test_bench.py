@@ -192,3 +192,13 @@ def test_infinity_is_driven_with_its_own_cli_and_openai_bodies(tmp_path: Path) -
     assert argv[:3] == ["v2", "--model-id", str(checkpoint)] and argv[argv.index("--engine") + 1] == "torch"
     with pytest.raises(SystemExit, match="not an executable"):
         find_infinity(str(tmp_path / "absent"))
+
+
+def test_an_unusable_infinity_stops_the_bench_before_it_measures(tiny_mlm_model_dir: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    def measured(*args: object, **kwargs: object) -> None:
+        raise AssertionError("measured before checking --infinity")
+
+    monkeypatch.setattr("app.bench.inprocess.open_served", measured)
+    with pytest.raises(SystemExit, match="not an executable"):
+        bench.main([str(tiny_mlm_model_dir), "--quick", "--infinity", str(tmp_path / "absent")])
