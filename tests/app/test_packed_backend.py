@@ -56,6 +56,14 @@ class TestVariantChoice:
         manifest = read_manifest(gpu_variant_dirs["mlm"])
         assert prov.choose_variant(manifest, prov.TENSORRT, None) == UNFUSED
 
+    def test_a_tensorrt_provider_list_loads_the_unfused_graph(self, gpu_variant_dirs: dict[str, Path]) -> None:
+        """The server's two steps: the providers it plans from the request, then the variant for the first."""
+        manifest = read_manifest(gpu_variant_dirs["mlm"])
+        requested = ModelOptions(providers=["tensorrt", "cuda", "cpu"]).providers
+        planned = prov.plan_providers(requested, [prov.TENSORRT, prov.CUDA, prov.CPU], strict=True)
+        assert planned == [prov.TENSORRT, prov.CUDA, prov.CPU]
+        assert prov.choose_variant(manifest, planned[0], None) == UNFUSED
+
     def test_without_an_unfused_graph_tensorrt_falls_back_to_fp32(self, gpu_variant_dirs: dict[str, Path]) -> None:
         manifest = read_manifest(gpu_variant_dirs["mlm"])
         fused_only = manifest.model_copy(update={"variants": {"fp32": manifest.variants["fp32"]}})

@@ -113,3 +113,12 @@ def test_export_options_know_the_gpu_variants() -> None:
     ExportOptions(variants=(UNFUSED, PACKED)).check()
     with pytest.raises(InvalidOptionError, match="fp32-unfused, fp16-packed"):
         ExportOptions(variants=("fp8",)).check()
+
+
+def test_the_export_summary_says_where_the_packed_graph_is_gated(gpu_exports: dict[str, Path]) -> None:
+    from model_export.__main__ import render_summary
+
+    model_dir = gpu_exports["bert-encoder"]
+    rows = {line.split(" | ")[0]: line for line in render_summary(read_manifest(model_dir), model_dir).splitlines()}
+    assert rows["| fp16-packed"].endswith(f"| {NEEDS_CUDA} |")
+    assert "max abs diff <= 0.0001" in [line for key, line in rows.items() if key == "| fp32-unfused"][0]
