@@ -131,11 +131,17 @@ def _providers(plan: Plan) -> list[str]:
 CUDA_GRAPH = "+cuda-graph"  # the label of fp16 run with CUDA graphs, a measured option
 
 
-def raw(plan: Plan, built: list[Built], report: Report, work: Path, end: float) -> None:
-    # The variants the servers load; the unfused graph is TensorRT's, measured by its server.
+def raw_jobs(plan: Plan, built: list[Built]) -> list[tuple[Built, str]]:
+    """(model, variant label) for each raw session: the variants the servers load (the unfused graph is
+    TensorRT's, measured by its server), then fp16 with CUDA graphs on the embedding-only models."""
     jobs = [(item, variant) for item in built for variant in served_variants(plan, item.variants)]
-    if plan.cuda_graph:  # kept only if it pays: measured beside plain fp16, on the models it serves
+    if plan.cuda_graph:  # kept only if it pays: measured beside plain fp16
         jobs += [(item, "fp16" + CUDA_GRAPH) for item in built if item.spec.task == "embed" and "fp16" in item.variants]
+    return jobs
+
+
+def raw(plan: Plan, built: list[Built], report: Report, work: Path, end: float) -> None:
+    jobs = raw_jobs(plan, built)
     for item in built:
         _skip_off_provider(plan, report, item, "raw session")
     for index, (item, variant) in enumerate(jobs):
