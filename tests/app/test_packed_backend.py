@@ -135,6 +135,23 @@ class TestProviderOptions:
         assert prov.provider_options(prov.CUDA, cuda_graph=True)["enable_cuda_graph"] is True
         assert ModelOptions().cuda_graph is False
 
+    def test_the_model_setting_reaches_the_cuda_provider_the_session_is_created_with(
+        self, tiny_encoder_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import onnxruntime as ort
+
+        from app import backend
+
+        created: list[list] = []
+        monkeypatch.setattr(ort, "InferenceSession", lambda path, sess_options, providers: created.append(providers))
+        manifest = read_manifest(tiny_encoder_model_dir)
+        limits = prov.ShapeLimits(4, 256, 16)
+        for cuda_graph in (False, True):
+            backend._create_session(tiny_encoder_model_dir, manifest, "fp32", [prov.CUDA, prov.CPU],
+                                    ModelOptions(cuda_graph=cuda_graph), limits, tmp_path)
+        assert [dict(providers)[prov.CUDA].get("enable_cuda_graph") for providers in created] == [None, True]
+        assert [dict(providers)[prov.CPU] for providers in created] == [{}, {}]
+
     def test_tensorrt_keeps_layer_norms_in_fp32_when_it_builds_fp16(self) -> None:
         assert prov.provider_options(prov.TENSORRT)["trt_layer_norm_fp32_fallback"] is True
         assert prov.provider_options(prov.TENSORRT, trt_fp16=False)["trt_layer_norm_fp32_fallback"] is False
