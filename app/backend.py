@@ -278,12 +278,13 @@ def _open_session(
     log.info("onnxruntime %s; requested %s; active %s", ort.__version__, requested, active)
     prov.check_active(requested, planned, active, options.strict_providers)
     if options.variant is None and active[0] != planned[0]:
-        # Fell back (e.g. CUDA failed to start): an fp16 graph on CPU would be slow; reload the CPU choice.
+        # Fell back (CUDA or TensorRT failed to start): reload the variant the provider it fell to prefers.
         fallback = prov.choose_variant(manifest, active[0], None)
         if fallback != variant:
             log.warning("reloading variant %s instead of %s for %s", fallback, variant, active[0])
             variant = fallback
-            session = _create_session(model_dir, manifest, variant, [prov.CPU], options, limits, trt_cache_dir)
+            fallen_to = prov.providers_from(planned, active[0])
+            session = _create_session(model_dir, manifest, variant, fallen_to, options, limits, trt_cache_dir)
     return session, variant, requested
 
 

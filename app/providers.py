@@ -130,6 +130,12 @@ def plan_providers(requested: list[str], available: list[str], strict: bool) -> 
     return usable
 
 
+def providers_from(planned: list[str], active: str) -> list[str]:
+    """The planned providers from the one the session fell back to: TensorRT that fell back to CUDA
+    reloads on CUDA (with CPU behind it), not on the CPU alone."""
+    return planned[planned.index(active) :] if active in planned else [CPU]
+
+
 def check_active(requested: list[str], planned: list[str], active: list[str], strict: bool) -> None:
     """Fail (strict) when the first requested provider is not the active one; warn when onnxruntime
     silently fell back from a provider this build has (CUDA libraries missing, no device)."""

@@ -75,6 +75,12 @@ class TestVariantChoice:
         assert prov.choose_variant(manifest, prov.CPU, None) == "fp32"
         assert prov.choose_variant(manifest, prov.CUDA, PACKED) == PACKED
 
+    def test_a_session_that_fell_back_reloads_on_the_provider_it_fell_to(self) -> None:
+        planned = [prov.TENSORRT, prov.CUDA, prov.CPU]
+        assert prov.providers_from(planned, prov.CUDA) == [prov.CUDA, prov.CPU]  # TensorRT would not start
+        assert prov.providers_from(planned, prov.CPU) == [prov.CPU]
+        assert prov.providers_from([prov.CUDA], prov.CPU) == [prov.CPU]
+
     def test_the_variant_settings_accept_the_gpu_variants(self) -> None:
         assert ModelOptions(variant=PACKED).variant == PACKED
         assert ModelOptions(variant=UNFUSED).variant == UNFUSED
