@@ -94,6 +94,24 @@ class TestPackedBackend:
         assert padded.attention_mask.tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 1, 0, 0, 0]]
         assert padded.attention_mask.sum(axis=1).tolist() == [3, 5, 2]
 
+    def test_the_token_counts_removepadding_reads_are_the_lengths_the_backend_fed(self, gpu_variant_dirs: dict[str, Path]) -> None:
+        """RemovePadding has no CPU kernel, but the tensor it reads does: the packed graph's count input,
+        exposed in the fused fp32 graph it was built from and run on the padded batch."""
+        import onnx
+        import onnxruntime as ort
+
+        model_dir = gpu_variant_dirs["mlm"]
+        manifest = read_manifest(model_dir)
+        packed = onnx.load(str(model_dir / manifest.variant(PACKED).file))
+        (remove,) = [node for node in packed.graph.node if node.op_type == "RemovePadding"]
+        fused = onnx.load(str(model_dir / manifest.variant("fp32").file))
+        fused.graph.output.append(onnx.helper.make_tensor_value_info(remove.input[1], onnx.TensorProto.INT32, None))
+        session = ort.InferenceSession(fused.SerializeToString(), providers=["CPUExecutionProvider"])
+        batch = batch_of([101, 1000, 102], [101, 1000, 1001, 1002, 1003, 102], [101, 102])
+        padded = pad(batch, manifest.special_tokens.pad.id)
+        (counts,) = session.run([remove.input[1]], {INPUT_IDS: padded.input_ids, ATTENTION_MASK: padded.attention_mask})
+        assert counts.tolist() == batch.lengths.tolist() == [3, 6, 2]
+
     def test_the_token_budget_counts_real_tokens_for_the_packed_backend(self) -> None:
         assert PackedOnnxBackend.is_padded is False and OnnxBackend.is_padded is True
         lengths = [3, 5, 2, 60]
