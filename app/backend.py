@@ -278,12 +278,13 @@ def _open_session(
     log.info("onnxruntime %s; requested %s; active %s", ort.__version__, requested, active)
     prov.check_active(requested, planned, active, options.strict_providers)
     if options.variant is None and active[0] != planned[0]:
-        # Fell back (e.g. CUDA failed to start): an fp16 graph on CPU would be slow; reload the CPU choice.
+        # Fell back (CUDA or TensorRT failed to start): reload the variant the provider it fell to prefers.
         fallback = prov.choose_variant(manifest, active[0], None)
         if fallback != variant:
             log.warning("reloading variant %s instead of %s for %s", fallback, variant, active[0])
             variant = fallback
-            session = _create_session(model_dir, manifest, variant, [prov.CPU], options, limits, trt_cache_dir)
+            fallen_to = prov.providers_from(planned, active[0])
+            session = _create_session(model_dir, manifest, variant, fallen_to, options, limits, trt_cache_dir)
     return session, variant, requested
 
 
@@ -316,6 +317,7 @@ def _create_session(
                 trt_fp16=options.trt_fp16,
                 trt_cache_dir=trt_cache_dir,
                 trt_workspace_bytes=options.trt_workspace_bytes,
+                cuda_graph=options.cuda_graph,
             ),
         )
         for name in planned
@@ -331,3 +333,149 @@ def _create_session(
         # onnxruntime raises a dozen unrelated classes for it (and UnicodeDecodeError for some bytes).
         log.debug("onnxruntime failed to load %s", path, exc_info=True)
         raise ManifestError(f"onnxruntime cannot load {file}: {_ort_message(error)}") from None
+
+
+def open_backend(
+    model_dir: Path, manifest: Manifest, options: ModelOptions, limits: prov.ShapeLimits, trt_cache_dir: Path
+) -> OnnxBackend:
+    """The backend class the model's variant and settings call for: packed (padding-free) for fp16-packed,
+    CUDA graphs per bucket when `cuda_graph` is on, else the padding one."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    planned = prov.plan_providers(options.providers or prov.default_providers(available), available, options.strict_providers)
+    variant = prov.choose_variant(manifest, planned[0], options.variant)
+    prov.check_variant_provider(variant, planned[0])  # before loading a graph the provider cannot run
+    if variant in prov.SINGLE_PROVIDER_VARIANTS:
+        return PackedOnnxBackend(model_dir, manifest, options, limits, trt_cache_dir)
+    if options.cuda_graph:
+        return CudaGraphBackend(model_dir, manifest, options, limits, trt_cache_dir)
+    return OnnxBackend(model_dir, manifest, options, limits, trt_cache_dir)
+
+
+class PackedOnnxBackend(OnnxBackend):
+    """The packed fp16 graph (model_export/gpu_variants.py) on CUDA: padding-free from the embeddings on.
+
+    It is fed right-padded input_ids and attention_mask, as every graph is: the graph's RemovePadding reads
+    each row's token count from the mask (right padding is what it assumes) and gathers the real tokens, so
+    the layers compute real tokens only. The batcher therefore budgets the sum of the lengths
+    (`is_padded` False); only the embedding lookup and the pooling see the padded shape.
+    """
+
+    is_padded = False
+
+    def __init__(
+        self, model_dir: Path, manifest: Manifest, options: ModelOptions, limits: prov.ShapeLimits, trt_cache_dir: Path
+    ) -> None:
+        super().__init__(model_dir, manifest, options, limits, trt_cache_dir)
+        prov.check_variant_provider(self.info.variant, self.info.providers[0])
+
+
+def bucket_sizes(largest: int, smallest: int = 1) -> tuple[int, ...]:
+    """Powers of two from `smallest` below `largest`, then `largest` itself."""
+    sizes = []
+    size = max(1, smallest)
+    while size < largest:
+        sizes.append(size)
+        size *= 2
+    return (*sizes, largest)
+
+
+@dataclass(frozen=True)
+class Buckets:
+    """The (batch, length) shapes a CUDA graph is captured for: every batch is padded up to one of them."""
+
+    batches: tuple[int, ...]
+    lengths: tuple[int, ...]
+
+    @classmethod
+    def for_limits(cls, limits: prov.ShapeLimits) -> Buckets:
+        return cls(bucket_sizes(limits.max_batch_size), bucket_sizes(limits.max_length, min(16, limits.max_length)))
+
+    def shape(self, rows: int, longest: int) -> tuple[int, int]:
+        """The smallest bucket that holds `rows` inputs of at most `longest` tokens."""
+        return next(size for size in self.batches if size >= rows), next(size for size in self.lengths if size >= longest)
+
+    def graph_id(self, shape: tuple[int, int]) -> int:
+        """onnxruntime's gpu_graph_id for the bucket; from 1, since unannotated runs count as graph 0."""
+        return 1 + self.batches.index(shape[0]) * len(self.lengths) + self.lengths.index(shape[1])
+
+
+def pad_to_bucket(batch: TokenBatch, pad_id: int, shape: tuple[int, int]) -> PaddedBatch:
+    """Right padding to the bucket's length, and filler rows up to its batch size. A filler row holds one
+    unmasked pad token: a row with no token at all would make attention a softmax over nothing."""
+    rows, length = shape
+    padded = pad(batch, pad_id)
+    input_ids = np.full((rows, length), pad_id, dtype=np.int64)
+    attention_mask = np.zeros((rows, length), dtype=np.int64)
+    width = padded.input_ids.shape[1]
+    input_ids[: len(batch), :width] = padded.input_ids
+    attention_mask[: len(batch), :width] = padded.attention_mask
+    attention_mask[len(batch) :, 0] = 1
+    return PaddedBatch(input_ids, attention_mask)
+
+
+class BucketBuffers:
+    """One bucket's IO buffers, allocated on the device once and bound once: a captured CUDA graph replays
+    with the addresses it was captured with, so every run copies its inputs into these same buffers."""
+
+    def __init__(self, session: Any, shape: tuple[int, int], hidden: int, graph_id: int, device: str, device_id: int) -> None:
+        import onnxruntime as ort
+
+        def allocate(shape: list[int], dtype: type) -> Any:
+            return ort.OrtValue.ortvalue_from_shape_and_type(shape, dtype, device, device_id)
+
+        self.session = session
+        self.input_ids = allocate(list(shape), np.int64)
+        self.attention_mask = allocate(list(shape), np.int64)
+        self.embedding = allocate([shape[0], hidden], np.float32)
+        self.binding = session.io_binding()
+        self.binding.bind_ortvalue_input(INPUT_IDS, self.input_ids)
+        self.binding.bind_ortvalue_input(ATTENTION_MASK, self.attention_mask)
+        self.binding.bind_ortvalue_output(SENTENCE_EMBEDDING, self.embedding)
+        self.capture = ort.RunOptions()
+        self.capture.add_run_config_entry("gpu_graph_id", str(graph_id))
+        self.uncaptured = ort.RunOptions()
+        self.uncaptured.add_run_config_entry("gpu_graph_id", "-1")
+        self.runs = 0
+
+    def run(self, batch: PaddedBatch) -> np.ndarray:
+        """The bucket's embeddings. The first run is not captured: it allocates what this shape needs
+        (no allocation may happen during a capture); the second captures; the rest replay."""
+        self.input_ids.update_inplace(batch.input_ids)
+        self.attention_mask.update_inplace(batch.attention_mask)
+        self.session.run_with_iobinding(self.binding, self.capture if self.runs else self.uncaptured)
+        self.runs += 1
+        return self.embedding.numpy()
+
+
+class CudaGraphBackend(OnnxBackend):
+    """The padding backend with one CUDA graph per (batch, length) bucket (the `cuda_graph` setting).
+
+    Each batch is padded up to its bucket's shape and run through that bucket's bound buffers. An
+    embedding-only graph: fill-mask's outputs change shape with the number of masks, which a captured
+    graph cannot.
+    """
+
+    def __init__(
+        self, model_dir: Path, manifest: Manifest, options: ModelOptions, limits: prov.ShapeLimits, trt_cache_dir: Path
+    ) -> None:
+        if "fill-mask" in manifest.tasks:
+            raise prov.ProviderError(
+                "cuda_graph serves embedding-only models: fill-mask outputs change shape with the number of masks"
+            )
+        super().__init__(model_dir, manifest, options, limits, trt_cache_dir)
+        if not self._io_binding:
+            raise prov.ProviderError(f"cuda_graph needs the CUDA provider with io_binding; the session runs on {self.info.providers}")
+        self._buckets = Buckets.for_limits(limits)
+        self._hidden = manifest.arch.hidden_size
+        self._buffers: dict[tuple[int, int], BucketBuffers] = {}
+
+    def run(self, batch: TokenBatch) -> list[ItemOutput]:
+        shape = self._buckets.shape(len(batch), int(batch.lengths.max()))
+        buffers = self._buffers.get(shape)
+        if buffers is None:
+            graph_id = self._buckets.graph_id(shape)
+            buffers = self._buffers[shape] = BucketBuffers(self._session, shape, self._hidden, graph_id, "cuda", self._device_id)
+        embeddings = buffers.run(pad_to_bucket(batch, self._pad_id, shape))
+        return split_outputs(embeddings[: len(batch)], None, None)

@@ -64,11 +64,11 @@ class ModelOptions(BaseModel):
         default=False,
         description="Fail start-up unless the first requested provider is the one actually active.",
     )
-    variant: Literal["fp32", "fp16", "int8"] | None = Field(
+    variant: Literal["fp32", "fp16", "int8", "fp32-unfused", "fp16-packed"] | None = Field(
         default=None,
         description=(
-            "Model variant to load. Unset: fp16 on CUDA (fp32 on TensorRT, which builds its own fp16 engine), "
-            "fp32 on CPU (exact; int8 is opt-in)."
+            "Model variant to load. Unset: fp16 on CUDA (fp32-unfused, else fp32, on TensorRT, which builds its "
+            "own fp16 engine), fp32 on CPU (exact; int8 is opt-in). fp16-packed (CUDA only) skips padding."
         ),
     )
     intra_op_threads: int = Field(
@@ -77,6 +77,14 @@ class ModelOptions(BaseModel):
     device_id: int = Field(default=0, ge=0, description="GPU index for the CUDA and TensorRT providers.")
     io_binding: bool = Field(default=True, description="Use onnxruntime IO binding when CUDA is the active provider.")
     trt_fp16: bool = Field(default=True, description="Let TensorRT build fp16 engines.")
+    cuda_graph: bool = Field(
+        default=False,
+        description=(
+            "CUDA provider: capture one CUDA graph per (batch, length) bucket and replay it; inputs are padded "
+            "to the bucket's shape. Embedding-only models (fill-mask outputs vary in shape). Off until a GPU "
+            "check shows it pays."
+        ),
+    )
     trt_workspace_bytes: int = Field(default=2 << 30, ge=0, description="TensorRT builder workspace limit.")
 
     max_batch_tokens: int = Field(

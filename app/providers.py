@@ -65,19 +65,26 @@ def provider_options(
     trt_fp16: bool = True,
     trt_cache_dir: Path | None = None,
     trt_workspace_bytes: int = 2 << 30,
+    cuda_graph: bool = False,
 ) -> dict[str, Any]:
     """onnxruntime provider options (names from the CUDA and TensorRT execution provider docs)."""
     if name == CUDA:
-        return {
+        cuda: dict[str, Any] = {
             "device_id": device_id,
             "arena_extend_strategy": "kSameAsRequested",  # batch shapes vary; do not double the arena
             "cudnn_conv_algo_search": "HEURISTIC",
             "do_copy_in_default_stream": True,
         }
+        if cuda_graph:
+            # One graph captured per bucket shape (gpu_graph_id), replayed with the same bound buffers.
+            cuda["enable_cuda_graph"] = True
+        return cuda
     if name == TENSORRT:
         options: dict[str, Any] = {
             "device_id": device_id,
             "trt_fp16_enable": trt_fp16,
+            # fp16 layer norms overflow on BERT activations; TensorRT keeps them in fp32 at little cost.
+            "trt_layer_norm_fp32_fallback": trt_fp16,
             "trt_max_workspace_size": trt_workspace_bytes,
         }
         if trt_cache_dir is not None:
@@ -123,6 +130,12 @@ def plan_providers(requested: list[str], available: list[str], strict: bool) -> 
     return usable
 
 
+def providers_from(planned: list[str], active: str) -> list[str]:
+    """The planned providers from the one the session fell back to: TensorRT that fell back to CUDA
+    reloads on CUDA (with CPU behind it), not on the CPU alone."""
+    return planned[planned.index(active) :] if active in planned else [CPU]
+
+
 def check_active(requested: list[str], planned: list[str], active: list[str], strict: bool) -> None:
     """Fail (strict) when the first requested provider is not the active one; warn when onnxruntime
     silently fell back from a provider this build has (CUDA libraries missing, no device)."""
@@ -130,6 +143,20 @@ def check_active(requested: list[str], planned: list[str], active: list[str], st
         raise ProviderError(f"requested {requested[0]} first but the session runs on {active}; strict_providers is set")
     if active and active[0] != planned[0]:
         log.warning("the session runs on %s although %s was available: onnxruntime fell back", active, planned[0])
+
+
+# Variants whose graphs only one provider can run: onnxruntime has packed-attention kernels on CUDA only.
+SINGLE_PROVIDER_VARIANTS = {"fp16-packed": CUDA}
+
+
+def check_variant_provider(variant: str, provider: str) -> None:
+    """Refuse, in one line, to run a variant on a provider that has no kernels for its ops."""
+    needed = SINGLE_PROVIDER_VARIANTS.get(variant)
+    if needed is not None and provider != needed:
+        raise ProviderError(
+            f"variant {variant} runs on {needed} only (onnxruntime has its packed-attention kernels there), "
+            f"not on {provider}; choose another variant or provider"
+        )
 
 
 def choose_variant(manifest: Manifest, provider: str, override: str | None) -> str:

@@ -26,7 +26,7 @@ from model_export.manifest import Manifest, ManifestError, model_file, verify_mo
 
 from app import __version__, widget
 from app.auth import ApiKeyGuard, key_enforced, openapi_security
-from app.backend import Backend, OnnxBackend
+from app.backend import Backend, open_backend
 from app.errors import (
     GENERIC_500,
     PayloadTooLarge,
@@ -143,7 +143,7 @@ def build_runtime(
         if backend_factory is not None:
             backend = backend_factory(path, manifest, options, limits)
         else:
-            backend = OnnxBackend(path, manifest, options, limits, settings.trt_cache_path)
+            backend = open_backend(path, manifest, options, limits, settings.trt_cache_path)
     except (ProviderError, ManifestError) as error:
         raise StartupError(f"{manifest.model_id}: {error}") from None
     info = backend.info

@@ -18,7 +18,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("source", metavar="SOURCE", help="hub id (e.g. distilbert-base-uncased) or checkpoint directory")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="model directory to write (replaced atomically)")
-    parser.add_argument("--variants", default=",".join(VARIANT_NAMES), help="comma-separated subset of fp32,fp16,int8 (default: all)")
+    parser.add_argument("--variants", default=",".join(VARIANT_NAMES), help="comma-separated subset of fp32,fp16,int8 (default: all); the GPU variants fp32-unfused and fp16-packed on request")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
     parser.add_argument("--max-length", type=int, default=None, help="max tokens per input (default: sentence_bert_config.json's max_seq_length, else the model's max_position_embeddings; at most 512)")
     parser.add_argument("--pooling", choices=("mean", "cls"), default="mean", help="sentence embedding pooling (default: mean)")
@@ -71,6 +71,9 @@ def render_summary(manifest, out: Path) -> str:  # noqa: ANN001 - a Manifest
     lines.append("|---|---|---|---|---|---|---|---|")
     for name, variant in manifest.variants.items():
         p = variant.parity
+        if p is None:
+            lines.append(f"| {name} | - | - | - | - | - | - | {variant.gate_pending} |")
+            continue
         mlm = p.top1_agreement is not None
         lines.append(
             f"| {name} | {p.embedding_max_abs_diff:.2e} | {p.embedding_min_cosine:.6f} | "

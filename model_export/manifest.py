@@ -18,7 +18,8 @@ MANIFEST_FILE = "manifest.json"
 TOKENIZER_FILE = "tokenizer.json"
 FORMAT_VERSION = 1
 
-VariantName = Literal["fp32", "fp16", "int8"]
+# fp32-unfused (for TensorRT) and fp16-packed (CUDA, padding-free) are the GPU variants: model_export/gpu_variants.py
+VariantName = Literal["fp32", "fp16", "int8", "fp32-unfused", "fp16-packed"]
 Task = Literal["embed", "fill-mask"]
 Pooling = Literal["mean", "cls"]
 
@@ -35,13 +36,14 @@ TENSORRT_PROVIDER = "TensorrtExecutionProvider"
 
 # The one table of which variants each execution provider serves, best first: the server loads the
 # first one a model directory has, and every manifest's intended_providers is read from it. CUDA runs
-# the fp16 graph. TensorRT takes the fp32 graph and builds its own fp16 engine (trt_fp16_enable), so a
-# pre-converted fp16 graph is only its fallback. CPU serves fp32, exact against PyTorch; int8 (about
-# 2x faster, cosine >= 0.99) is one setting away.
+# the fp16 graph; the packed fp16 graph (padding-free) is its opt-in until a GPU run shows it pays.
+# TensorRT takes the unfused fp32 graph, whose plain ONNX ops it compiles whole, and builds its own fp16
+# engine (trt_fp16_enable); the fused fp32 graph, then fp16, are its fallbacks. CPU serves fp32, exact
+# against PyTorch; int8 (about 2x faster, cosine >= 0.99) is one setting away.
 VARIANTS_BY_PROVIDER: dict[str, tuple[VariantName, ...]] = {
     CPU_PROVIDER: ("fp32", "int8"),
-    CUDA_PROVIDER: ("fp16", "fp32"),
-    TENSORRT_PROVIDER: ("fp32", "fp16"),
+    CUDA_PROVIDER: ("fp16", "fp32", "fp16-packed"),
+    TENSORRT_PROVIDER: ("fp32-unfused", "fp32", "fp16"),
 }
 
 
@@ -113,7 +115,10 @@ class Variant(_Strict):
     onnxruntime_version: str
     fused_ops: dict[str, int]
     fusion_asserted: bool = Field(description="False only when exported with --allow-unfused.")
-    parity: Parity
+    parity: Parity | None = Field(description="None only when the export could not gate it: see gate_pending.")
+    gate_pending: str | None = Field(
+        default=None, description="Why the export did not gate this variant, and where it is gated (fp16-packed: on CUDA)."
+    )
     intended_providers: list[str] = Field(description="The providers that serve this variant, those that prefer it first.")
     quantization: str | None = Field(default=None, description="int8 only: which operators were quantized.")
 

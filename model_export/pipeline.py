@@ -10,7 +10,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -20,6 +20,7 @@ import onnxruntime
 from model_export import __version__
 from model_export.errors import ExportError, InvalidOptionError, ParityError
 from model_export.fusion import fused_op_counts, optimize
+from model_export.gpu_variants import GPU_DTYPES, GPU_VARIANT_NAMES, NEEDS_CUDA, build_gpu_variant, gate_name
 from model_export.loading import (
     LoadedCheckpoint,
     ResolvedSource,
@@ -63,9 +64,10 @@ class ExportOptions:
     demo: bool = False
 
     def check(self) -> None:
-        unknown = [name for name in self.variants if name not in VARIANT_NAMES]
+        known = VARIANT_NAMES + GPU_VARIANT_NAMES
+        unknown = [name for name in self.variants if name not in known]
         if unknown or not self.variants:
-            raise InvalidOptionError(f"variants must be among {', '.join(VARIANT_NAMES)} (got {', '.join(self.variants) or 'none'})")
+            raise InvalidOptionError(f"variants must be among {', '.join(known)} (got {', '.join(self.variants) or 'none'})")
         if self.pooling not in ("mean", "cls"):
             raise InvalidOptionError(f"pooling must be mean or cls (got {self.pooling!r})")
         if not 14 <= self.opset <= 20:
@@ -101,6 +103,7 @@ def _build(source: str, staging: Path, scratch: Path, options: ExportOptions, sa
     raw_path = _export_graph(loaded, scratch / "model.raw.onnx", options, say)
     notes: list[str] = []  # the manifest's notes; stages append what a reader of the receipt should know
     optimized = _optimize(raw_path, scratch / "model.optimized.onnx", loaded.arch, options.allow_unfused, notes, say)
+    optimized = replace(optimized, raw_path=raw_path)  # the GPU variant for TensorRT is the unfused graph
     reference = _reference(loaded, options.pooling, say)
     variants = _build_variants(optimized, reference, staging, scratch, options, notes, say)
     return _write_manifest(loaded, variants, notes, staging, options)
@@ -123,6 +126,7 @@ class _Loaded:
 class _Optimized:
     path: Path
     fusion_asserted: bool  # False only when --allow-unfused let an incomplete fusion through
+    raw_path: Path | None = None  # the graph before fusion
 
 
 @dataclass(frozen=True)
@@ -130,7 +134,7 @@ class _Passed:
     """A variant file in scratch that cleared its gate."""
 
     path: Path
-    parity: Parity
+    parity: Parity | None  # None: no gate can run here (the packed graph; gated on CUDA)
     int8_scope: str | None
 
 
@@ -201,7 +205,7 @@ def _build_variants(
     """Every requested variant that passes its gate, moved into `staging`; a miss is a note, not an error."""
     variants: dict[str, Variant] = {}
     for name in options.variants:
-        passed = _first_passing_build(name, optimized.path, reference, scratch / variant_file(name), notes, say)
+        passed = _first_passing_build(name, optimized, reference, scratch / variant_file(name), notes, say)
         if passed is not None:
             variants[name] = _keep_variant(name, passed, staging, options.opset, optimized.fusion_asserted)
     if not variants:
@@ -210,13 +214,17 @@ def _build_variants(
 
 
 def _first_passing_build(
-    name: str, optimized_path: Path, reference: Reference, path: Path, notes: list[str], say: Progress
+    name: str, optimized: _Optimized, reference: Reference, path: Path, notes: list[str], say: Progress
 ) -> _Passed | None:
     """Build `name` at `path` and measure it; int8 retries with narrower scopes. None if every try missed."""
-    gate = GATES[name]
+    gated_as = gate_name(name)
     scopes = list(INT8_SCOPES) if name == "int8" else [None]
     for attempt, scope in enumerate(scopes, start=1):
-        _make_variant(name, scope, optimized_path, path, say)
+        _make_variant(name, scope, optimized, path, say)
+        if gated_as is None:
+            say(f"not validating {name}: {NEEDS_CUDA}")
+            return _Passed(path, None, None)
+        gate = GATES[gated_as]
         parity = measure(path, reference, gate)
         say(f"validating {name}: {describe_parity(parity)}")
         missed = gate.failures(parity)
@@ -229,12 +237,15 @@ def _first_passing_build(
     return None
 
 
-def _make_variant(name: str, int8_scope: str | None, optimized_path: Path, path: Path, say: Progress) -> None:
+def _make_variant(name: str, int8_scope: str | None, optimized: _Optimized, path: Path, say: Progress) -> None:
     if name == "fp32":
-        shutil.copyfile(optimized_path, path)
+        shutil.copyfile(optimized.path, path)
         return
     say(f"quantizing int8 ({INT8_SCOPES[int8_scope]})" if int8_scope else f"converting {name}")
-    build_variant(name, optimized_path, path, int8_scope or "all")
+    if name in GPU_VARIANT_NAMES and optimized.raw_path is not None:
+        build_gpu_variant(name, optimized.raw_path, optimized.path, path)
+        return
+    build_variant(name, optimized.path, path, int8_scope or "all")
 
 
 def _keep_variant(name: str, passed: _Passed, staging: Path, opset: int, fusion_asserted: bool) -> Variant:
@@ -243,12 +254,13 @@ def _keep_variant(name: str, passed: _Passed, staging: Path, opset: int, fusion_
     return Variant(
         file=kept.name,
         sha256=sha256_file(kept),
-        dtype=DTYPES[name],
+        dtype=(DTYPES | GPU_DTYPES)[name],
         opset=opset,
         onnxruntime_version=onnxruntime.__version__,
         fused_ops=fused_op_counts(onnx.load(str(kept), load_external_data=False)),
         fusion_asserted=fusion_asserted,
         parity=passed.parity,
+        gate_pending=NEEDS_CUDA if passed.parity is None else None,
         intended_providers=intended_providers(name),
         quantization=INT8_SCOPES[passed.int8_scope] if passed.int8_scope else None,
     )

@@ -40,12 +40,12 @@ def open_backend(model_dir: Path, options: ModelOptions, trt_cache_dir: Path) ->
     """The server's backend for one model directory, built as the server builds it, without HTTP."""
     from model_export.manifest import verify_model_dir
 
-    from app.backend import OnnxBackend
+    from app.backend import open_backend as backend_for
     from app.providers import ShapeLimits
 
     manifest = verify_model_dir(model_dir)
     limits = ShapeLimits(options.max_batch_size, options.max_batch_tokens, options.max_input_length or manifest.max_length)
-    return OnnxBackend(model_dir, manifest, options, limits, trt_cache_dir), manifest, limits
+    return backend_for(model_dir, manifest, options, limits, trt_cache_dir), manifest, limits
 
 
 @dataclass

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from app.gpu_check.plan import ModelSpec, Plan, fair_share, now, plan_for
+from app.gpu_check.plan import ModelSpec, Plan, fair_share, now, plan_for, runs_on, served_variants
 from app.gpu_check.report import Report
 
 if TYPE_CHECKING:
@@ -97,10 +97,13 @@ def gates(plan: Plan, built: list[Built], report: Report) -> None:
     from app.providers import provider_options
 
     device = "cuda" if plan.mode == "gpu" and torch.cuda.is_available() else "cpu"
+    torch.backends.cuda.matmul.allow_tf32 = False  # the reference in exact fp32, as onnxruntime's fp32 gates run
     providers = [(name, provider_options(name)) for name in _providers(plan)]
     for item in built:
+        _skip_off_provider(plan, report, item, "parity")
+        variants = [variant for variant in item.variants if runs_on(variant, plan.provider)]
         try:
-            results = models.gate_on(item.checkpoint, item.model_dir, item.variants, providers, device)
+            results = models.gate_on(item.checkpoint, item.model_dir, variants, providers, device)
         except Exception as error:  # e.g. the session fell back to the CPU: the gate refuses to pass there
             report.check(f"parity on {plan.provider} vs torch on {device}: {item.spec.name}", False, _one_line(error))
             continue
@@ -112,38 +115,77 @@ def gates(plan: Plan, built: list[Built], report: Report) -> None:
         torch.cuda.empty_cache()
 
 
+def _skip_off_provider(plan: Plan, report: Report, item: Built, what: str) -> None:
+    """Record each exported variant the plan's provider has no kernels for (the packed graph off CUDA)."""
+    for variant in item.variants:
+        if not runs_on(variant, plan.provider):
+            report.skipped.append(_skipped(f"{item.spec.name} {variant}: {what}", f"no kernels on {plan.provider}; needs CUDA"))
+
+
 def _providers(plan: Plan) -> list[str]:
     from app.gpu_check import host
 
     return host.providers_for(plan.provider)
 
 
+CUDA_GRAPH = "+cuda-graph"  # the label of fp16 run with CUDA graphs, a measured option
+
+
+def raw_jobs(plan: Plan, built: list[Built]) -> list[tuple[Built, str]]:
+    """(model, variant label) for each raw session: the variants the servers load (the unfused graph is
+    TensorRT's, measured by its server), then fp16 with CUDA graphs on the embedding-only models."""
+    jobs = [(item, variant) for item in built for variant in served_variants(plan, item.variants)]
+    if plan.cuda_graph:  # kept only if it pays: measured beside plain fp16
+        jobs += [(item, "fp16" + CUDA_GRAPH) for item in built if item.spec.task == "embed" and "fp16" in item.variants]
+    return jobs
+
+
 def raw(plan: Plan, built: list[Built], report: Report, work: Path, end: float) -> None:
-    jobs = [(item, variant) for item in built for variant in item.variants]
+    jobs = raw_jobs(plan, built)
+    for item in built:
+        _skip_off_provider(plan, report, item, "raw session")
     for index, (item, variant) in enumerate(jobs):
         try:
             _raw_job(plan, item, variant, report, work, fair_share(end, len(jobs) - index))
         except Exception as error:  # a provider that will not start, or a profile that fails: this job only
-            report.check(f"raw session {item.spec.name} {variant} on {plan.provider}", False, _one_line(error))
+            if variant.endswith(CUDA_GRAPH):  # an option under trial: its refusal is a finding, not a broken path
+                report.skipped.append(_skipped(f"raw session {item.spec.name} {variant}", f"failed: {_one_line(error)}"))
+            else:
+                report.check(f"raw session {item.spec.name} {variant} on {plan.provider}", False, _one_line(error))
         gc.collect()
 
 
-def _raw_job(plan: Plan, item: Built, variant: str, report: Report, work: Path, end: float) -> None:
-    """Placement, the grid, then the mixed lengths, for one model and variant, until `end`."""
+def _skipped(what: str, reason: str):  # noqa: ANN202 - raw.Skipped, imported late like the rest
+    from app.gpu_check.raw import Skipped
+
+    return Skipped(what, reason)
+
+
+def _raw_job(plan: Plan, item: Built, label: str, report: Report, work: Path, end: float) -> None:
+    """Placement, the grid, then the mixed lengths, for one model and variant (`label`: the variant, with
+    +cuda-graph for the CUDA-graph trial), until `end`."""
     from app import bench
-    from app.gpu_check import inputs
-    from app.gpu_check import raw as rawmod
     from app.model_config import ModelOptions
+
+    variant, cuda_graph = label.removesuffix(CUDA_GRAPH), label.endswith(CUDA_GRAPH)
+    options = ModelOptions(
+        providers=_providers(plan), strict_providers=True, variant=variant, intra_op_threads=plan.intra_op_threads,
+        max_batch_size=max(plan.batches), max_batch_tokens=max(plan.batches) * plan.longest, cuda_graph=cuda_graph,
+    )
+    backend, manifest, _ = bench.open_backend(item.model_dir, options, work / "tensorrt")
+    special = manifest.special_tokens
+    mask_id = special.mask.id if item.spec.task == "fill-mask" and special.mask else None
+    if not cuda_graph:  # the same graph as plain fp16, whose placement is checked already
+        _placement(plan, item, variant, manifest, report, work, mask_id)
+    _raw_cells(plan, item, label, backend, manifest, report, end)
+
+
+def _placement(plan: Plan, item: Built, variant: str, manifest, report: Report, work: Path, mask_id: int | None) -> None:  # noqa: ANN001
+    from app.gpu_check import raw as rawmod
     from app.providers import provider_options
 
     name = f"{item.spec.name} {variant}"
-    options = ModelOptions(
-        providers=_providers(plan), strict_providers=True, variant=variant, intra_op_threads=plan.intra_op_threads,
-        max_batch_size=max(plan.batches), max_batch_tokens=max(plan.batches) * plan.longest,
-    )
-    backend, manifest, _ = bench.open_backend(item.model_dir, options, work / "tensorrt")
     special, vocab = manifest.special_tokens, manifest.arch.vocab_size
-    mask_id = special.mask.id if item.spec.task == "fill-mask" and special.mask else None
     where = rawmod.placement(
         item.model_dir / manifest.variant(variant).file, [(p, provider_options(p)) for p in _providers(plan)],
         plan.provider, 4, min(64, manifest.max_length), special, vocab, mask_id, work,
@@ -155,21 +197,31 @@ def _raw_job(plan: Plan, item: Built, variant: str, report: Report, work: Path, 
     )
     report.check(f"placement {name}: no model tensor leaves {plan.provider}",
                  bool(where["nodes_by_provider"]) and not where["fallbacks"], detail)
+
+
+def _raw_cells(plan: Plan, item: Built, label: str, backend, manifest, report: Report, end: float) -> None:  # noqa: ANN001
+    """The grid, then the mixed lengths, until `end`; the cells carry `label` as their variant."""
+    from app.gpu_check import inputs
+    from app.gpu_check import raw as rawmod
+
+    special, vocab = manifest.special_tokens, manifest.arch.vocab_size
     seqs = tuple(seq for seq in plan.seqs if seq <= manifest.max_length)
-    cells, skipped = rawmod.run_grid(backend, item.spec.name, variant, seqs, plan.batches, special, vocab,
+    cells, skipped = rawmod.run_grid(backend, item.spec.name, label, seqs, plan.batches, special, vocab,
                                      item.spec.task, plan.raw_cell_s, now() + (end - now()) * 0.75)
     report.raw += cells
     report.skipped += skipped
     texts = inputs.mixed_sentences(item.spec.task, special.mask.token if special.mask else None)
     sequences = inputs.encode_mixed(item.model_dir / manifest.tokenizer_file, texts, manifest.max_length)
-    mixed, skipped = rawmod.run_mixed(backend, item.spec.name, variant, sequences, item.spec.task, plan.mixed_batches,
+    mixed, skipped = rawmod.run_mixed(backend, item.spec.name, label, sequences, item.spec.task, plan.mixed_batches,
                                       plan.raw_cell_s, end)
     report.mixed += mixed
     report.skipped += skipped
 
 
 def server_runs(plan: Plan, variants: list[str], tensorrt: bool) -> list[ServerRun]:
-    """One server per variant every model has, on the plan's provider; and fp32 on TensorRT where it loads."""
+    """One server per variant every model has that the plan's provider serves; and, where TensorRT loads,
+    one that leaves the choice to the server, which must pick the unfused graph (fp32 without one)."""
+    from model_export.gpu_variants import UNFUSED
     from model_export.manifest import CUDA_PROVIDER, TENSORRT_PROVIDER
 
     from app.gpu_check import host
@@ -178,11 +230,13 @@ def server_runs(plan: Plan, variants: list[str], tensorrt: bool) -> list[ServerR
     runs = [
         ServerRun(f"{variant} on {plan.provider}", plan.provider, variant, host.providers_for(plan.provider),
                   io_binding=plan.provider == CUDA_PROVIDER)
-        for variant in variants
+        for variant in served_variants(plan, variants)
     ]
-    if plan.mode == "gpu" and tensorrt and "fp32" in variants:
-        # TensorRT builds its own fp16 engine from the fp32 graph (the server's choice there too).
-        runs.append(ServerRun("fp32 on TensorRT", TENSORRT_PROVIDER, "fp32", host.providers_for(TENSORRT_PROVIDER), io_binding=False))
+    if plan.mode == "gpu" and tensorrt:
+        # TensorRT builds its own fp16 engine from the fp32 graph, whole when it has no contrib ops.
+        expected = UNFUSED if UNFUSED in variants else "fp32"
+        runs.append(ServerRun(f"server's choice on TensorRT ({expected})", TENSORRT_PROVIDER, None,
+                              host.providers_for(TENSORRT_PROVIDER), io_binding=False, expected_variant=expected))
     return runs
 
 

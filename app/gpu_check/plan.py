@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 
+from model_export.gpu_variants import PACKED, UNFUSED
 from model_export.manifest import CPU_PROVIDER, CUDA_PROVIDER
 
 VOCAB_SIZE = 30522  # bert-base-uncased's, which the shipped tokenizer has
@@ -56,7 +57,7 @@ class Plan:
     mode: str  # "gpu" or "cpu"
     provider: str  # the execution provider everything must run on
     models: tuple[ModelSpec, ...]
-    variants: tuple[str, ...]
+    variants: tuple[str, ...]  # exported; each then gated, measured and served where its provider can run it
     seqs: tuple[int, ...]  # token lengths, special tokens included
     batches: tuple[int, ...]  # raw session batch sizes
     concurrencies: tuple[int, ...]  # HTTP clients, one sequence per request
@@ -69,6 +70,7 @@ class Plan:
     reserve_s: float  # kept back for stopping servers and writing the report
     intra_op_threads: int  # onnxruntime threads, raw and served (0: one per physical core)
     server_env: dict[str, str] = field(default_factory=dict)  # settings of every server started
+    cuda_graph: bool = False  # also measure fp16 with CUDA graphs in the raw session (embedding-only models)
 
     @property
     def longest(self) -> int:
@@ -87,7 +89,7 @@ def gpu_plan(budget_s: float = 420.0) -> Plan:
         mode="gpu",
         provider=CUDA_PROVIDER,
         models=(DISTILBERT_BASE, MINILM_L6),
-        variants=("fp32", "fp16"),
+        variants=("fp32", "fp16", UNFUSED, PACKED),
         seqs=(32, 128, 512),
         batches=_powers(1, 256, 2),
         concurrencies=_powers(1, 256, 4),
@@ -99,6 +101,7 @@ def gpu_plan(budget_s: float = 420.0) -> Plan:
         raw_share=0.4,
         reserve_s=20.0,
         intra_op_threads=0,
+        cuda_graph=True,
         server_env={
             # Batches as large as the GPU takes: 64 x 512 or 256 x 128 tokens.
             "DISTILSERVE_MAX_BATCH_SIZE": "256",
@@ -117,7 +120,7 @@ def cpu_plan(budget_s: float = 45.0) -> Plan:
         mode="cpu",
         provider=CPU_PROVIDER,
         models=(TINY_MLM, TINY_ENCODER),
-        variants=("fp32", "fp16"),
+        variants=("fp32", "fp16", UNFUSED, PACKED),
         seqs=(32, 128),
         batches=(1, 8),
         concurrencies=(1, 8),
@@ -145,7 +148,7 @@ def plan_for(mode: str, real_shapes: bool = False, budget_s: float | None = None
     if mode == "gpu":
         return gpu_plan(budget_s or 420.0)
     if real_shapes:
-        gpu = gpu_plan(budget_s or 420.0)
+        gpu = replace(gpu_plan(budget_s or 420.0), cuda_graph=False)
         # The server's default batch limits: warming up 64 x 512 tokens takes minutes on a few cores.
         cpu_batches = {"DISTILSERVE_MAX_BATCH_SIZE": "32", "DISTILSERVE_MAX_BATCH_TOKENS": "8192"}
         return replace(gpu, mode="cpu", provider=CPU_PROVIDER, server_env={**gpu.server_env, **cpu_batches})
@@ -160,3 +163,14 @@ def fair_share(end: float, parts_left: int, at: float | None = None) -> float:
     """When the next of `parts_left` parts sharing the time until `end` must stop, starting `at` (now)."""
     start = now() if at is None else at
     return start + max(0.0, end - start) / max(1, parts_left)
+
+
+def runs_on(variant: str, provider: str) -> bool:
+    """Whether `provider` has kernels for the variant's graph: the packed graph's exist on CUDA only."""
+    return variant != PACKED or provider == CUDA_PROVIDER
+
+
+def served_variants(plan: Plan, exported: list[str]) -> list[str]:
+    """The variants a server is started with on the plan's provider: each that it can run, except the
+    unfused graph, which is TensorRT's (its server, where TensorRT loads, makes its own choice)."""
+    return [variant for variant in exported if variant != UNFUSED and runs_on(variant, plan.provider)]

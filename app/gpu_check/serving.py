@@ -24,6 +24,7 @@ class ServerRun:
     variant: str | None
     providers: list[str]  # as requested
     io_binding: bool  # what /info must say
+    expected_variant: str | None = None  # with variant None: what the server must choose
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,9 @@ def info_problems(info: dict[str, Any], run: ServerRun, expected_models: list[st
         active = model.get("providers", [])
         if not active or active[0] != run.provider:
             problems.append(f"{name}: runs on {active}, not {run.provider} (fell back)")
-        if run.variant is not None and model.get("variant") != run.variant:
-            problems.append(f"{name}: variant {model.get('variant')}, not {run.variant}")
+        wanted = run.variant or run.expected_variant
+        if wanted is not None and model.get("variant") != wanted:
+            problems.append(f"{name}: variant {model.get('variant')}, not {wanted}")
         if model.get("io_binding") is not run.io_binding:
             problems.append(f"{name}: io_binding {model.get('io_binding')}, expected {run.io_binding}")
     return problems

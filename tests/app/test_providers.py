@@ -92,9 +92,10 @@ def test_variant_per_provider_and_override(tiny_mlm_model_dir: Path) -> None:
 
 
 def test_the_server_prefers_what_the_manifest_intends(tiny_mlm_model_dir: Path) -> None:
-    """One table, in model_export: fp32 is CPU's and TensorRT's first choice and CUDA's fallback."""
+    """One table, in model_export: fp32 is CPU's first choice, and CUDA's and TensorRT's fallback (TensorRT
+    prefers the unfused graph)."""
     assert PREFERRED_VARIANTS is VARIANTS_BY_PROVIDER
-    assert read_manifest(tiny_mlm_model_dir).variants["fp32"].intended_providers == [CPU, TENSORRT, CUDA]
+    assert read_manifest(tiny_mlm_model_dir).variants["fp32"].intended_providers == [CPU, CUDA, TENSORRT]
 
 
 def test_warmup_shapes_cover_the_longest_inputs_and_the_widest_batch() -> None:

@@ -50,7 +50,9 @@ def test_missing_or_broken_manifest_is_refused(model_copy: Path) -> None:
 
 def test_intended_providers_follow_the_one_provider_table(tiny_exports) -> None:
     assert intended_providers("fp16") == [CUDA_PROVIDER, TENSORRT_PROVIDER]
-    assert intended_providers("fp32") == [CPU_PROVIDER, TENSORRT_PROVIDER, CUDA_PROVIDER]  # TensorRT builds its own fp16
+    assert intended_providers("fp32") == [CPU_PROVIDER, CUDA_PROVIDER, TENSORRT_PROVIDER]
+    assert intended_providers("fp32-unfused") == [TENSORRT_PROVIDER]  # TensorRT builds its own fp16, whole
+    assert intended_providers("fp16-packed") == [CUDA_PROVIDER]
     assert intended_providers("int8") == [CPU_PROVIDER]
     manifest = verify_model_dir(tiny_exports["distilbert-mlm"])
     assert {name: variant.intended_providers for name, variant in manifest.variants.items()} == {

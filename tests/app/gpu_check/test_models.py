@@ -64,3 +64,19 @@ def test_a_missing_vocabulary_is_an_error_that_names_it(tmp_path: Path, monkeypa
     monkeypatch.setattr("app.data.BERT_UNCASED_VOCAB", missing)
     with pytest.raises(FileNotFoundError, match=f"{missing}.*app/data/bert_uncased/"):
         models.write_tokenizer(tmp_path, 128)
+
+
+def test_fp32_gates_on_cuda_run_without_tf32_and_other_providers_are_left_alone() -> None:
+    """fp32's 1e-4 gate is for exact fp32 products; TF32 (the CUDA provider's default) misses it."""
+    providers = [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
+    assert models.without_tf32(providers) == [("CUDAExecutionProvider", {"device_id": 0, "use_tf32": False}), "CPUExecutionProvider"]
+    assert models.without_tf32(["CUDAExecutionProvider"]) == [("CUDAExecutionProvider", {"use_tf32": False})]
+    assert providers[0][1] == {"device_id": 0}
+
+
+def test_each_gpu_variant_is_gated_like_its_kind_where_it_has_kernels() -> None:
+    from model_export.gpu_variants import gate_name
+
+    assert gate_name("fp32-unfused") == "fp32" and gate_name("fp16") == "fp16"
+    assert gate_name("fp16-packed") is None  # the export, on the CPU, cannot run it
+    assert gate_name("fp16-packed", provider_has_kernels=True) == "fp16"  # the GPU check's gate on CUDA

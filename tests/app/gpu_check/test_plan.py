@@ -13,7 +13,8 @@ def test_the_gpu_plan_covers_the_issue_grid() -> None:
     assert gpu.seqs == (32, 128, 512)
     assert gpu.batches == (1, 2, 4, 8, 16, 32, 64, 128, 256)
     assert gpu.concurrencies == (1, 4, 16, 64, 256)
-    assert gpu.variants == ("fp32", "fp16")
+    assert gpu.variants == ("fp32", "fp16", "fp32-unfused", "fp16-packed")
+    assert gpu.cuda_graph and not p.cpu_plan().cuda_graph
     assert [model.name for model in gpu.models] == ["distilbert-base-shaped-mlm", "all-minilm-l6-v2-shaped"]
     assert gpu.budget_s <= 8 * 60
     assert all(model.max_length >= gpu.longest for model in gpu.models)
@@ -43,3 +44,11 @@ def test_fair_share_gives_each_part_an_equal_part_of_what_is_left() -> None:
     assert p.fair_share(100.0, 2, at=30.0) == pytest.approx(65.0)
     assert p.fair_share(100.0, 3, at=120.0) == pytest.approx(120.0)  # past the end: nothing
     assert p.fair_share(100.0, 0, at=0.0) == pytest.approx(100.0)
+
+
+def test_the_packed_graph_runs_on_cuda_only_and_the_unfused_one_is_served_by_tensorrt() -> None:
+    assert p.runs_on("fp16-packed", "CUDAExecutionProvider") and not p.runs_on("fp16-packed", "CPUExecutionProvider")
+    assert p.runs_on("fp32-unfused", "CPUExecutionProvider")
+    exported = ["fp32", "fp16", "fp32-unfused", "fp16-packed"]
+    assert p.served_variants(p.gpu_plan(), exported) == ["fp32", "fp16", "fp16-packed"]
+    assert p.served_variants(p.cpu_plan(), exported) == ["fp32", "fp16"]

@@ -54,3 +54,12 @@ def test_a_server_that_will_not_start_is_reported_not_raised(tmp_path: Path) -> 
     assert info == {"error": "server exited with 2"} and cells == mixed == skipped == []
     text = (tmp_path / "servers.log").read_text()
     assert text.startswith("\n===== server fp32 on CPU") and "cannot start" in text
+
+
+def test_a_run_that_leaves_the_choice_to_the_server_checks_what_it_chose() -> None:
+    trt = ServerRun("server's choice on TensorRT", "TensorrtExecutionProvider", None,
+                    ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"], False,
+                    expected_variant="fp32-unfused")
+    on_trt = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    info = {"models": [model("a", on_trt, variant="fp32-unfused", io_binding=False), model("b", on_trt, variant="fp32", io_binding=False)]}
+    assert info_problems(info, trt, ["a", "b"]) == ["b: variant fp32, not fp32-unfused"]
