@@ -8,6 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 SOURCE ?= distilbert-base-uncased
 OUT ?= models/export
+MODEL_ID ?=
 MODEL_DIR ?=
 TEACHER ?= bert-base-uncased
 CORPUS ?=
@@ -36,7 +37,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow and not container and not browser"
 
 export: $(STAMP)
-	$(PY) -m model_export $(SOURCE) --out $(OUT)
+	$(PY) -m model_export $(SOURCE) --out $(OUT) $(if $(MODEL_ID),--model-id $(MODEL_ID))
 
 bench: $(STAMP)
 	$(PY) -m app.bench $(MODEL_DIR) --json bench-results/bench.json
