@@ -1,5 +1,5 @@
 """Which model directories to serve: configured, distilbert-base-uncased (or another source) exported
-once and cached, or the offline default. No torch here unless an export or build must run.
+once and cached, or the offline default. No torch in this process (see below).
 
 Order, first that applies (`resolve_model_dirs`):
 1. `model_dirs` is non-empty: serve those, in order; a directory without a manifest whose
@@ -16,7 +16,8 @@ Order, first that applies (`resolve_model_dirs`):
 
 Exports and the build run in a child process (`python -m model_export ...`,
 `python -m model_export.default_model build ...`): torch stays out of the serving process, which
-would otherwise keep it mapped for its lifetime (1.90 GiB resident at ready instead of 0.88 GiB).
+would otherwise keep it loaded for its lifetime (2.41 GiB resident at ready instead of 1.11 GiB, with
+the offline default).
 """
 
 from __future__ import annotations
@@ -165,9 +166,11 @@ def run_build_child(args: list[str]) -> None:
     package_root = str(Path(__file__).resolve().parent.parent)
     python_path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
     verbose = ["--verbose"] if log.isEnabledFor(logging.DEBUG) else []
+    # Unbuffered, so that stdout and stderr lines reach the log in the order they were written.
+    env = {**os.environ, "PYTHONPATH": python_path, "PYTHONUNBUFFERED": "1"}
     error, last, in_traceback = "", "", False
-    with subprocess.Popen([sys.executable, *args, *verbose], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          errors="replace", env={**os.environ, "PYTHONPATH": python_path}) as child:
+    with subprocess.Popen([sys.executable, *args, *verbose], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, errors="replace", env=env) as child:
         try:
             for line in child.stdout or ():
                 line = line.rstrip()
