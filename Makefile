@@ -8,6 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 SOURCE ?= distilbert-base-uncased
 OUT ?= models/export
+MODEL_ID ?=
 MODEL_DIR ?=
 TEACHER ?= bert-base-uncased
 CORPUS ?=
@@ -37,7 +38,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow and not container and not browser"
 
 export: $(STAMP)
-	$(PY) -m model_export $(SOURCE) --out $(OUT)
+	$(PY) -m model_export $(SOURCE) --out $(OUT) $(if $(MODEL_ID),--model-id $(MODEL_ID))
 
 # make bench [MODEL_DIR=dir] [BENCH_ARGS="--quick"]: table, bench-results/bench.json and bench.png
 bench: $(STAMP)

@@ -24,8 +24,7 @@ from model_export.manifest import (
     SENTENCE_EMBEDDING,
     Manifest,
     ManifestError,
-    model_file,
-    verify_model_dir,
+    verify_variant,
 )
 
 from app import providers as prov
@@ -322,9 +321,8 @@ def _create_session(
         )
         for name in planned
     ]
-    verify_model_dir(model_dir, variants=[variant])  # the trust gate, for exactly the file that is loaded
+    path = verify_variant(model_dir, manifest, variant)  # the trust gate, for exactly the file that is loaded
     file = manifest.variant(variant).file
-    path = model_file(model_dir, file)
     log.info("loading %s (%s) with providers %s", file, variant, [name for name, _ in providers])
     try:
         return ort.InferenceSession(str(path), sess_options=session_options, providers=providers)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
+from model_export.cli_logging import add_verbose_flag, configure_logging
 from model_export.variants import VARIANT_NAMES
 
 
@@ -25,14 +25,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--allow-unfused", action="store_true", help="write the model even if attention/layer norms did not fuse")
     parser.add_argument("--revision", default=None, help="hub revision (branch, tag or commit)")
     parser.add_argument("--model-id", default=None, help="name the server reports (default: hub id or directory name)")
+    add_verbose_flag(parser)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # Library chatter (progress bars, advisory warnings) would bury the export's own progress lines.
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    configure_logging(args.verbose)
     from model_export.errors import ExportError
     from model_export.pipeline import ExportOptions, export_model
 
@@ -67,19 +66,22 @@ def render_summary(manifest, out: Path) -> str:  # noqa: ANN001 - a Manifest
     for name, variant in manifest.variants.items():
         lines.append(f"| {name} | " + " | ".join(str(variant.fused_ops.get(op, 0)) for op in ops) + " |")
     lines.append("")
-    lines.append("| variant | emb max abs diff | emb min cosine | logits max abs diff | top-1 agree | top-5 identical | pipeline top-5 agree | gate |")
-    lines.append("|---|---|---|---|---|---|---|---|")
+    # The masked-LM columns only for a model that has them: an encoder's would be all dashes.
+    mlm = any(v.parity is not None and v.parity.top1_agreement is not None for v in manifest.variants.values())
+    mlm_columns = ["logits max abs diff", "top-1 agree", "top-5 identical", "pipeline top-5 agree"] if mlm else []
+    columns = ["variant", "emb max abs diff", "emb min cosine", *mlm_columns, "gate"]
+    lines.append("| " + " | ".join(columns) + " |")
+    lines.append("|---" * len(columns) + "|")
     for name, variant in manifest.variants.items():
         p = variant.parity
         if p is None:
-            lines.append(f"| {name} | - | - | - | - | - | - | {variant.gate_pending} |")
+            lines.append("| " + " | ".join([name, *["-"] * (len(columns) - 2), str(variant.gate_pending)]) + " |")
             continue
-        mlm = p.top1_agreement is not None
-        lines.append(
-            f"| {name} | {p.embedding_max_abs_diff:.2e} | {p.embedding_min_cosine:.6f} | "
-            + (f"{p.mask_logits_max_abs_diff:.2e} | {p.top1_agreement:.0%} | {p.top5_identical} | {p.top_k_agreement_with_pipeline:.0%}" if mlm else "- | - | - | -")
-            + f" | {p.gate} |"
-        )
+        cells = [name, f"{p.embedding_max_abs_diff:.2e}", f"{p.embedding_min_cosine:.6f}"]
+        if mlm:
+            cells += ([f"{p.mask_logits_max_abs_diff:.2e}", f"{p.top1_agreement:.0%}", str(p.top5_identical),
+                       f"{p.top_k_agreement_with_pipeline:.0%}"] if p.top1_agreement is not None else ["-"] * 4)
+        lines.append("| " + " | ".join([*cells, p.gate]) + " |")
     for note in manifest.notes:
         lines.append(f"note: {note}")
     return "\n".join(lines)

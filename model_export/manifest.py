@@ -219,6 +219,15 @@ def verify_model_dir(directory: Path, variants: list[str] | None = None) -> Mani
     return manifest
 
 
+def verify_variant(directory: Path, manifest: Manifest, name: str) -> Path:
+    """Variant `name`'s file, inside `directory`, once its checksum matches: for a loader given a manifest
+    that `verify_model_dir` returned, so the tokenizer is not hashed a second time."""
+    variant = manifest.variant(name)
+    path = model_file(Path(directory), variant.file, f"variant {name}")
+    _check_file(path, variant.sha256)
+    return path
+
+
 def _check_file(path: Path, expected_sha256: str) -> None:
     if not path.is_file():
         raise ManifestError(f"{path}: listed in the manifest but missing")

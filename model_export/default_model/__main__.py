@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from model_export.cli_logging import add_verbose_flag, configure_logging
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m model_export.default_model", description=__doc__)
@@ -23,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     build = commands.add_parser("build", help="build the offline default's two model directories (converted, exported)")
     build.add_argument("--out", type=Path, help="root directory to write (default: <cache>/offline-default)")
     build.add_argument("--force", action="store_true", help="rebuild even when a directory is current")
+    add_verbose_flag(build)
     args = parser.parse_args(argv)
 
     if args.command == "corpus":
@@ -41,10 +44,27 @@ def main(argv: list[str] | None = None) -> int:
         out_dir.mkdir(parents=True, exist_ok=True)
         train(dataclasses.replace(TrainConfig(), **overrides), args.corpus_dir, out_dir)
     else:
-        from model_export.default_model.build import build_offline_default, default_root
+        return _build(args.out, args.force, args.verbose)
+    return 0
 
-        for directory in build_offline_default(args.out or default_root(), force=args.force):
-            print(directory)
+
+def _build(out: Path | None, force: bool, verbose: bool) -> int:
+    """The server runs this in a child process on its first start and shows the `error: ` line as the
+    reason it cannot start, so every expected failure is that one line, never a traceback."""
+    configure_logging(verbose)
+    from model_export.default_model.build import build_offline_default, default_root
+    from model_export.errors import ExportError
+
+    try:
+        directories = build_offline_default(out or default_root(), force=force)
+    except (ExportError, OSError, RuntimeError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    for directory in directories:
+        print(directory)
     return 0
 
 

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -203,3 +206,57 @@ def test_a_failed_distilbert_export_falls_back_to_the_demo_and_says_so(tmp_path:
     assert resolved[0].path == tmp_path / "offline-default" / "fill-mask-demo"
     for model in resolved:
         assert "exporting distilbert-base-uncased" in model.reason and "connection reset" in model.reason
+
+
+# Run in a fresh interpreter, so that what this test process has imported does not count. Logging at
+# INFO as the server configures it, to see whether third-party INFO lines from the build come through.
+RESOLVE_AND_LIST_IMPORTS = """
+import logging, sys
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+from app.model_source import resolve_model_dirs
+(model,) = resolve_model_dirs([], sys.argv[1], sys.argv[2])
+print(model.path)
+print(",".join(name for name in ("torch", "transformers") if name in sys.modules))
+"""
+
+
+def test_an_export_into_an_empty_cache_runs_in_a_child_and_leaves_this_process_without_torch(
+    tmp_path: Path, tiny_mlm_checkpoint: Path, repo_root: Path
+) -> None:
+    cache = tmp_path / "cache"
+    result = subprocess.run(
+        [sys.executable, "-c", RESOLVE_AND_LIST_IMPORTS, str(tiny_mlm_checkpoint), str(cache)],
+        cwd=repo_root, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    served, loaded = result.stdout.splitlines()
+    assert Path(served).parent == cache / "exports" and m.verify_model_dir(Path(served))
+    assert loaded == "", f"the serving process imported {loaded} to export the model"
+    assert "[export] fusing" in result.stderr, "the export's progress lines must stay visible"
+    third_party = [line for line in result.stderr.splitlines() if re.match(r"INFO (?!distilserve)", line)]
+    assert third_party == [], "third-party INFO lines from the export:\n" + "\n".join(third_party[:5])
+
+
+def test_a_real_export_that_fails_is_the_exporters_one_line_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = tmp_path / "gpt2"
+    source.mkdir()
+    (source / "config.json").write_text(json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}))
+    with pytest.raises(ModelSourceError) as refused, caplog.at_level(logging.INFO, logger="distilserve"):
+        resolve_model_dirs([], str(source), tmp_path / "cache")
+    message = str(refused.value)
+    assert message.startswith(f"exporting {source} into ") and "gpt2" in message and "not supported" in message
+    assert "\n" not in message and "error: " not in message and "Traceback" not in caplog.text
+    assert "[export] loading" in caplog.text, "the child's progress lines are logged"
+
+
+def test_a_child_that_crashes_is_refused_in_one_line_with_the_last_line_of_its_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    crash = "print('[export] starting', flush=True); raise RuntimeError('disk on fire')"
+    with pytest.raises(ModelSourceError) as refused, caplog.at_level(logging.DEBUG, logger="distilserve"):
+        model_source.run_build_child(["-c", crash])
+    assert str(refused.value) == "RuntimeError: disk on fire"
+    shown = [record.getMessage() for record in caplog.records if record.levelno >= logging.INFO]
+    assert shown == ["[export] starting"], "the traceback goes to the debug log, not the operator's screen"

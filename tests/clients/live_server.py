@@ -36,8 +36,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _wait_ready(server: LiveServer) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
+def _wait_ready(server: LiveServer, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             raise RuntimeError(f"server exited with {server.process.returncode}:\n{server.log()}")
@@ -47,7 +47,7 @@ def _wait_ready(server: LiveServer) -> None:
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
-    raise RuntimeError(f"server not ready after {START_TIMEOUT_S:.0f}s:\n{server.log()}")
+    raise RuntimeError(f"server not ready after {timeout_s:.0f}s:\n{server.log()}")
 
 
 def _limit_open_files(limit: int) -> None:
@@ -56,21 +56,24 @@ def _limit_open_files(limit: int) -> None:
 
 @contextmanager
 def live_server(
-    model_dir: Path,
+    model_dir: Path | None,
     log_dir: Path,
     env: dict[str, str] | None = None,
     *,
     args: Sequence[str] = (),
     max_open_files: int | None = None,
+    start_timeout_s: float = START_TIMEOUT_S,
 ) -> Iterator[LiveServer]:
     """`python -m app --model-dir DIR --port P [ARGS]` on a free port; stopped with SIGTERM afterwards.
 
+    Without `model_dir` the server chooses its model from `env` (model_source, cache_dir).
     `max_open_files` sets the child's descriptor limit (soft and hard), as a container's ulimit would."""
     port = free_port()
     log_path = log_dir / f"server-{port}.log"
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILSERVE_")}
     child_env.update(env or {})
-    command = [sys.executable, "-m", "app", "--model-dir", str(model_dir), "--host", "127.0.0.1", "--port", str(port)]
+    model_args = [] if model_dir is None else ["--model-dir", str(model_dir)]
+    command = [sys.executable, "-m", "app", *model_args, "--host", "127.0.0.1", "--port", str(port)]
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [*command, *args], cwd=REPO_ROOT, env=child_env, stdout=log, stderr=subprocess.STDOUT,
@@ -78,7 +81,7 @@ def live_server(
         )
     server = LiveServer(url=f"http://127.0.0.1:{port}", port=port, process=process, log_path=log_path)
     try:
-        _wait_ready(server)
+        _wait_ready(server, start_timeout_s)
         yield server
     finally:
         process.terminate()
