@@ -12,14 +12,17 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 MANIFEST_FILE = "manifest.json"
 TOKENIZER_FILE = "tokenizer.json"
 FORMAT_VERSION = 1
 
 VariantName = Literal["fp32", "fp16", "int8"]
-Task = Literal["embed", "fill-mask"]
+Task = Literal["embed", "fill-mask", "text-classification", "token-classification"]
+# A classifier's manifest has exactly one of these in `tasks`, and a `classifier` block.
+CLASSIFICATION_TASKS: tuple[Task, ...] = ("text-classification", "token-classification")
+ProblemType = Literal["single_label_classification", "multi_label_classification", "regression"]
 Pooling = Literal["mean", "cls"]
 
 # Graph I/O names. The server binds these; the exporter must produce exactly these.
@@ -28,6 +31,12 @@ ATTENTION_MASK = "attention_mask"
 SENTENCE_EMBEDDING = "sentence_embedding"  # [batch, hidden] float32, pooled, not normalized
 MASK_LOGITS = "mask_logits"  # [num_masks, vocab] float32, only rows where input_ids == mask id
 MASK_POSITIONS = "mask_positions"  # [num_masks, 2] int64, (batch index, sequence index), row-major order
+# Classifiers: [batch, num_labels] float32 for text-classification, [batch, seq, num_labels] for
+# token-classification; raw scores, no softmax/sigmoid (the server applies problem_type's function).
+LOGITS = "logits"
+# [batch, seq] int64: an input of BERT graphs only (model_type bert), so the second text of a pair
+# gets segment B embeddings. DistilBERT has no segment embeddings and its graphs no such input.
+TOKEN_TYPE_IDS = "token_type_ids"
 
 CPU_PROVIDER = "CPUExecutionProvider"
 CUDA_PROVIDER = "CUDAExecutionProvider"
@@ -95,14 +104,35 @@ class Architecture(_Strict):
 class Parity(_Strict):
     """How close a variant came to PyTorch on the fixed validation sentences."""
 
-    embedding_max_abs_diff: float
-    embedding_min_cosine: float
+    embedding_max_abs_diff: float | None = Field(default=None, description="None for classifiers, which have no embedding output.")
+    embedding_min_cosine: float | None = None
     mask_logits_max_abs_diff: float | None = None
     top1_agreement: float | None = None
     top5_identical: bool | None = None
     top_k_agreement_with_pipeline: float | None = None
+    logits_max_abs_diff: float | None = Field(default=None, description="Classifiers: worst logit difference, sentences and pairs.")
+    argmax_agreement: float | None = Field(
+        default=None, description="Classifiers: share of rows (sequences, or tokens) whose argmax label matches PyTorch's."
+    )
     sentences: int
     gate: str = Field(description="The gate this variant passed, in words.")
+
+
+class Classifier(_Strict):
+    """What the logits mean: the label names and which function turns them into scores."""
+
+    problem_type: ProblemType = Field(
+        description="config.problem_type, or inferred as transformers does: num_labels == 1 -> regression, else single-label."
+    )
+    id2label: dict[int, str]
+    num_labels: int
+    pair_input: bool = Field(description="The tokenizer builds [CLS] A [SEP] B [SEP] for a pair of texts.")
+
+    @model_validator(mode="after")
+    def _labels_cover_logits(self) -> Classifier:
+        if sorted(self.id2label) != list(range(self.num_labels)):
+            raise ValueError(f"id2label must have keys 0..{self.num_labels - 1}, has {sorted(self.id2label)}")
+        return self
 
 
 class Variant(_Strict):
@@ -138,11 +168,21 @@ class Manifest(_Strict):
         default=False,
         description="The checkpoint tokenizer's setting, which lives outside tokenizer.json; the server's decode follows it.",
     )
+    classifier: Classifier | None = Field(default=None, description="Present iff the task is a classification task.")
     variants: dict[VariantName, Variant]
     exporter_version: str
     created_at: str
     demo: bool = Field(default=False, description="True for the offline demo default model.")
     notes: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _classifier_iff_classification_task(self) -> Manifest:
+        classifying = [task for task in self.tasks if task in CLASSIFICATION_TASKS]
+        if classifying and len(self.tasks) != 1:
+            raise ValueError(f"a classifier has exactly one task, not {self.tasks}")
+        if bool(classifying) != (self.classifier is not None):
+            raise ValueError("the classifier block is present iff the task is text- or token-classification")
+        return self
 
     def variant(self, name: str) -> Variant:
         if name not in self.variants:
@@ -173,7 +213,7 @@ def read_manifest(directory: Path) -> Manifest:
         manifest = Manifest.model_validate_json(path.read_text())
     except ValidationError as error:
         first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
+        where = ".".join(str(part) for part in first["loc"]) or "the top level"
         raise ManifestError(f"{path}: invalid manifest at {where}: {first['msg']}") from None
     if manifest.format_version != FORMAT_VERSION:
         raise ManifestError(f"{path}: format_version {manifest.format_version}, this server reads {FORMAT_VERSION}")
