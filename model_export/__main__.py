@@ -67,19 +67,25 @@ def render_summary(manifest, out: Path) -> str:  # noqa: ANN001 - a Manifest
     for name, variant in manifest.variants.items():
         lines.append(f"| {name} | " + " | ".join(str(variant.fused_ops.get(op, 0)) for op in ops) + " |")
     lines.append("")
-    lines.append("| variant | emb max abs diff | emb min cosine | logits max abs diff | top-1 agree | top-5 identical | pipeline top-5 agree | gate |")
+    lines.append("| variant | emb max abs diff | emb min cosine | logits max abs diff | top-1 (argmax) agree | top-5 identical | pipeline top-5 agree | gate |")
     lines.append("|---|---|---|---|---|---|---|---|")
     for name, variant in manifest.variants.items():
         p = variant.parity
-        mlm = p.top1_agreement is not None
-        lines.append(
-            f"| {name} | {p.embedding_max_abs_diff:.2e} | {p.embedding_min_cosine:.6f} | "
-            + (f"{p.mask_logits_max_abs_diff:.2e} | {p.top1_agreement:.0%} | {p.top5_identical} | {p.top_k_agreement_with_pipeline:.0%}" if mlm else "- | - | - | -")
-            + f" | {p.gate} |"
+        # A classifier has no embedding; its logits and argmax fill the logits and top-1 columns.
+        figures = (
+            _figure(p.embedding_max_abs_diff, ".2e"), _figure(p.embedding_min_cosine, ".6f"),
+            _figure(p.mask_logits_max_abs_diff if p.logits_max_abs_diff is None else p.logits_max_abs_diff, ".2e"),
+            _figure(p.top1_agreement if p.argmax_agreement is None else p.argmax_agreement, ".0%"),
+            _figure(p.top5_identical, ""), _figure(p.top_k_agreement_with_pipeline, ".0%"),
         )
+        lines.append(f"| {name} | " + " | ".join(figures) + f" | {p.gate} |")
     for note in manifest.notes:
         lines.append(f"note: {note}")
     return "\n".join(lines)
+
+
+def _figure(value: float | bool | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
 
 
 if __name__ == "__main__":

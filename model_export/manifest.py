@@ -38,6 +38,12 @@ LOGITS = "logits"
 # gets segment B embeddings. DistilBERT has no segment embeddings and its graphs no such input.
 TOKEN_TYPE_IDS = "token_type_ids"
 
+
+def classifier_takes_token_types(model_type: str) -> bool:
+    """Whether a classifier's graph has the TOKEN_TYPE_IDS input (embed and fill-mask graphs never do)."""
+    return model_type == "bert"
+
+
 CPU_PROVIDER = "CPUExecutionProvider"
 CUDA_PROVIDER = "CUDAExecutionProvider"
 TENSORRT_PROVIDER = "TensorrtExecutionProvider"
