@@ -34,8 +34,9 @@ MASK_POSITIONS = "mask_positions"  # [num_masks, 2] int64, (batch index, sequenc
 # Classifiers: [batch, num_labels] float32 for text-classification, [batch, seq, num_labels] for
 # token-classification; raw scores, no softmax/sigmoid (the server applies problem_type's function).
 LOGITS = "logits"
-# [batch, seq] int64: an input of BERT graphs only (model_type bert), so the second text of a pair
-# gets segment B embeddings. DistilBERT has no segment embeddings and its graphs no such input.
+# [batch, seq] int64: an input of BERT classifiers' graphs only (see classifier_takes_token_types), so
+# the second text of a pair gets segment B embeddings. DistilBERT has no segment embeddings, and BERT
+# embed/fill-mask graphs serve single texts (their token types are all 0, folded into the graph).
 TOKEN_TYPE_IDS = "token_type_ids"
 
 
@@ -118,7 +119,9 @@ class Parity(_Strict):
     top_k_agreement_with_pipeline: float | None = None
     logits_max_abs_diff: float | None = Field(default=None, description="Classifiers: worst logit difference, sentences and pairs.")
     argmax_agreement: float | None = Field(
-        default=None, description="Classifiers: share of rows (sequences, or tokens) whose argmax label matches PyTorch's."
+        default=None,
+        description="Classifiers: share of rows (sequences, or tokens) whose argmax label matches PyTorch's; "
+        "for one logit, whose sign (sigmoid > 0.5) does.",
     )
     sentences: int
     gate: str = Field(description="The gate this variant passed, in words.")
@@ -131,7 +134,7 @@ class Classifier(_Strict):
         description="config.problem_type, or inferred as transformers does: num_labels == 1 -> regression, else single-label."
     )
     id2label: dict[int, str]
-    num_labels: int
+    num_labels: int = Field(ge=1)
     pair_input: bool = Field(description="The tokenizer builds [CLS] A [SEP] B [SEP] for a pair of texts.")
 
     @model_validator(mode="after")

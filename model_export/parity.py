@@ -273,7 +273,15 @@ def _measure_classifier(path: Path, reference: Reference, gate: Gate, providers:
         raise OutputMismatchError(f"{path.name}: logits have shape {ours.shape} where PyTorch's have {theirs.shape}")
     return Parity(
         logits_max_abs_diff=float(np.abs(ours - theirs).max()),
-        argmax_agreement=float((ours.argmax(axis=1) == theirs.argmax(axis=1)).mean()),
+        argmax_agreement=float((_decisions(ours) == _decisions(theirs)).mean()),
         sentences=sum(len(batch.sentences) for batch in batches),
         gate=gate.describe(has_mlm=False, classifier=True),
     )
+
+
+def _decisions(rows: np.ndarray) -> np.ndarray:
+    """Each row's label: its argmax. One logit has no argmax to compare; it is read as the binary
+    decision sigmoid(logit) > 0.5 (the function pipelines apply to it), the argmax of [0, logit]."""
+    if rows.shape[1] == 1:
+        rows = np.concatenate([np.zeros_like(rows), rows], axis=1)
+    return rows.argmax(axis=1)
