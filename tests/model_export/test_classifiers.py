@@ -247,3 +247,23 @@ def test_the_server_refuses_an_inconsistent_classifier_manifest(tiny_classifier_
     (tmp_path / "manifest.json").write_text(json.dumps(raw))
     with pytest.raises(ManifestError, match=words):
         read_manifest(tmp_path)
+
+
+@pytest.mark.slow
+def test_a_real_size_bert_classifier_fuses_with_its_token_type_input(tmp_path: Path) -> None:
+    """all-MiniLM-L6-v2's trained encoder (12 heads, hidden 384) under a seeded random 3-label head."""
+    import shutil
+
+    from tests.tiny_models import minilm_dir
+
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "minilm-classifier"
+    transformers.BertForSequenceClassification.from_pretrained(minilm_dir(), num_labels=3).save_pretrained(checkpoint)
+    for name in ("tokenizer.json", "vocab.txt", "special_tokens_map.json", "tokenizer_config.json"):
+        shutil.copyfile(minilm_dir() / name, checkpoint / name)
+    manifest = export_model(str(checkpoint), tmp_path / "model", ExportOptions(variants=("fp32",)), quiet)
+    fp32 = manifest.variants["fp32"]
+    assert fp32.fusion_asserted and fp32.fused_ops["Attention"] == 6 and fp32.fused_ops["EmbedLayerNormalization"] == 1
+    assert fp32.parity.logits_max_abs_diff <= 1e-4 and fp32.parity.argmax_agreement == 1.0
+    session = ort.InferenceSession(str(tmp_path / "model" / "model.fp32.onnx"), providers=["CPUExecutionProvider"])
+    assert TOKEN_TYPE_IDS in [i.name for i in session.get_inputs()]
