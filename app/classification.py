@@ -119,7 +119,11 @@ def _split_tag(label: str) -> tuple[str, str]:
 
 
 def _pre_entities(spans: TokenSpans, probabilities: np.ndarray, rules: WordRules) -> list[dict[str, Any]]:
+    """The pipeline's pre-entities (special tokens left out), with each token's best label and score
+    computed once for all tokens: per-token numpy calls would dominate the cost of a long text."""
     text = spans.text
+    best = probabilities.argmax(axis=-1).tolist()
+    top = probabilities.max(axis=-1).tolist()
     found = []
     for index, row in enumerate(probabilities):
         if spans.special[index]:
@@ -133,21 +137,24 @@ def _pre_entities(spans: TokenSpans, probabilities: np.ndarray, rules: WordRules
             is_subword = start > 0 and " " not in text[start - 1 : start + 1]
         if rules.unk_id is not None and int(spans.ids[index]) == rules.unk_id:
             word, is_subword = covered, False
-        found.append({"word": word, "scores": row, "start": start, "end": end, "index": index, "is_subword": is_subword})
+        found.append({
+            "word": word, "scores": row, "best": best[index], "top": top[index],
+            "start": start, "end": end, "index": index, "is_subword": is_subword,
+        })
     return found
 
 
 def _word(group: list[dict[str, Any]], strategy: Aggregation, id2label: dict[int, str], rules: WordRules) -> dict[str, Any]:
-    if strategy == "first":
-        row = group[0]["scores"]
-    elif strategy == "max":
-        row = max(group, key=lambda entity: entity["scores"].max())["scores"]
-    else:  # average
-        row = np.nanmean(np.stack([entity["scores"] for entity in group]), axis=0)
-    best = int(row.argmax())
+    if strategy == "average" and len(group) > 1:
+        rows = np.stack([entity["scores"] for entity in group])
+        average = rows.mean(axis=0) if not np.isnan(rows).any() else np.nanmean(rows, axis=0)
+        best, score = int(average.argmax()), float(average.max())
+    else:  # first, max, or a word of one piece
+        chosen = group[0] if strategy != "max" else max(group, key=lambda entity: entity["top"])
+        best, score = chosen["best"], chosen["top"]
     return {
         "entity": id2label[best],
-        "score": row[best],
+        "score": score,
         "word": rules.tokens_to_string([entity["word"] for entity in group]),
         "start": group[0]["start"],
         "end": group[-1]["end"],
@@ -168,10 +175,16 @@ def _words(pre: list[dict[str, Any]], strategy: Aggregation, id2label: dict[int,
     return words
 
 
+def _mean_ignoring_nan(values: list[float]) -> float:
+    """np.nanmean of a few floats, as the pipeline scores a group, without numpy's per-call cost."""
+    kept = [value for value in values if value == value]
+    return sum(kept) / len(kept) if kept else float("nan")
+
+
 def _group(members: list[dict[str, Any]], rules: WordRules) -> dict[str, Any]:
     return {
         "entity_group": members[0]["entity"].split("-", 1)[-1],
-        "score": np.nanmean(np.asarray([member["score"] for member in members], dtype=np.float32)),
+        "score": _mean_ignoring_nan([member["score"] for member in members]),
         "word": rules.tokens_to_string([member["word"] for member in members]),
         "start": members[0]["start"],
         "end": members[-1]["end"],
@@ -209,10 +222,9 @@ def token_entities(
     if strategy in ("none", "simple"):
         entities = []
         for entity in pre:
-            best = int(entity["scores"].argmax())
             entities.append({
-                "entity": id2label[best],
-                "score": entity["scores"][best],
+                "entity": id2label[entity["best"]],
+                "score": entity["top"],
                 "index": entity["index"],
                 "word": entity["word"],
                 "start": entity["start"],
@@ -223,7 +235,4 @@ def token_entities(
     if strategy != "none":
         entities = _groups(entities, rules)
     ignored = set(ignore_labels)
-    kept = [entity for entity in entities if entity.get("entity", entity.get("entity_group")) not in ignored]
-    for entity in kept:
-        entity["score"] = float(entity["score"])
-    return kept
+    return [entity for entity in entities if entity.get("entity", entity.get("entity_group")) not in ignored]
