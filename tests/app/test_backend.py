@@ -198,3 +198,13 @@ def test_split_outputs_without_an_embedding_keeps_logits_per_item() -> None:
     items = split_outputs(None, None, None, logits, np.array([4, 2]))
     assert [item.embedding for item in items] == [None, None]
     np.testing.assert_array_equal(items[1].logits, logits[1])  # type: ignore[arg-type]
+
+
+def test_io_binding_feeds_token_types_too(tiny_classifier_dir: Callable[..., Path]) -> None:
+    """The CUDA IO-binding path, on CPU memory, for a BERT classifier: the same logits as a plain run."""
+    backend = classifier_backend(tiny_classifier_dir("reranker", "bert"))
+    wants = Wants(embedding=False)
+    batch = TokenBatch.of([TokenItem(np.array(PAIR), wants, np.array(PAIR_TYPES)), TokenItem(np.array([101, 2158, 102]), wants)])
+    plain = backend.run(batch)
+    bound = backend._run_bound(pad(batch, 0), "cpu")
+    np.testing.assert_allclose(bound[LOGITS], np.stack([output.logits for output in plain]), atol=1e-6)  # type: ignore[misc]
