@@ -219,9 +219,7 @@ async def text_classification(body: ClassifyRequest, request: Request, model: st
         ),
     )
     content: Any
-    if hub:
-        content = answers
-    elif listed:
+    if hub or listed:  # the Inference API wraps a single input's labels in a list too
         content = answers
     elif best_only:
         # The pipeline wraps a plain text's best label in a list, but not a pair's.
