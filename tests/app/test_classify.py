@@ -245,6 +245,19 @@ class TestTokenClassification:
         ours = post(client, "/token-classification", {"inputs": NER_TEXTS[0]})
         same_entities(ours, pipeline_for(NER)(NER_TEXTS[0]))
 
+    def test_a_long_text_is_cut_at_the_max_length_as_the_pipeline_cuts_it(
+        self, client: TestClient, model_dirs: dict[str, Path]
+    ) -> None:
+        from transformers import AutoTokenizer, pipeline
+
+        checkpoint = str(checkpoint_of(model_dirs[NER]))
+        # The pipeline truncates at its tokenizer's model_max_length: the tiny models' 128 positions here.
+        pipe = pipeline("token-classification", model=checkpoint, tokenizer=AutoTokenizer.from_pretrained(checkpoint, model_max_length=128))
+        text = " ".join(NER_TEXTS * 8)  # about 300 tokens
+        ours = post(client, "/token-classification", {"inputs": text, "parameters": {"ignore_labels": []}})
+        same_entities(ours, pipe(text, ignore_labels=[]))
+        assert len(ours) == 126  # [CLS] and [SEP] kept, the rest cut
+
     def test_words_have_pieces_to_aggregate(self, client: TestClient) -> None:
         """The texts must exercise word aggregation, or `first`/`average`/`max` would prove nothing."""
         tokens = post(client, "/token-classification", {"inputs": NER_TEXTS, "parameters": {"ignore_labels": []}})
