@@ -130,8 +130,9 @@ class Parity(_Strict):
 class Classifier(_Strict):
     """What the logits mean: the label names and which function turns them into scores."""
 
-    problem_type: ProblemType = Field(
-        description="config.problem_type, or inferred as transformers does: num_labels == 1 -> regression, else single-label."
+    problem_type: ProblemType | None = Field(
+        description="config.problem_type as the checkpoint saved it. None (unset) means what the text-classification "
+        "pipeline does: sigmoid for one logit, softmax for more."
     )
     id2label: dict[int, str]
     num_labels: int = Field(ge=1)

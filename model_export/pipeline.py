@@ -157,16 +157,16 @@ def _load(source: str, options: ExportOptions, say: Progress) -> _Loaded:
     classifier = _classifier(checkpoint) if checkpoint.is_classifier else None
     say(f"loaded {checkpoint.architecture}: {arch.num_layers} layers, {arch.num_heads} heads, hidden {arch.hidden_size}, tasks {', '.join(tasks)}")
     if classifier is not None:
-        say(f"{classifier.num_labels} labels ({classifier.problem_type}), pairs {'accepted' if classifier.pair_input else 'refused'}")
+        say(f"{classifier.num_labels} labels ({classifier.problem_type or 'problem_type unset'}), pairs {'accepted' if classifier.pair_input else 'refused'}")
     say(f"max_length {max_length} ({max_length_source})")
     return _Loaded(resolved, checkpoint, arch, special, max_length, max_length_source, tasks, classifier)
 
 
 def _classifier(checkpoint: LoadedCheckpoint) -> Classifier:
     config, tokenizer = checkpoint.config, checkpoint.tokenizer
-    # transformers infers the problem type the same way when it computes a loss without one set
-    # (integer labels assumed): one logit is a regression score, more are single-label classes.
-    problem_type = config.problem_type or ("regression" if config.num_labels == 1 else "single_label_classification")
+    # Kept as saved, unset included: the pipeline reads an unset problem_type with one logit as sigmoid,
+    # which a guess of "regression" (what transformers' loss assumes) would turn into raw scores.
+    problem_type = config.problem_type
     # A pair is [CLS] A [SEP] B [SEP]; BERT also needs a second segment embedding for B's type ids.
     pair_input = tokenizer.num_special_tokens_to_add(pair=True) > tokenizer.num_special_tokens_to_add(pair=False)
     if classifier_takes_token_types(config.model_type):

@@ -20,7 +20,7 @@ __all__ = [
 ]
 
 # The tiny classifiers issue 14's tests serve: kind -> (head, labels, config.problem_type).
-# problem_type None is left for the exporter to infer, as transformers does (1 logit: regression).
+# problem_type None stays unset in the manifest, which the pipeline reads as sigmoid for 1 logit, softmax for more.
 CLASSIFIER_KINDS: dict[str, tuple[str, tuple[str, ...], str | None]] = {
     "sentiment": ("ForSequenceClassification", ("negative", "neutral", "positive"), None),
     "topics": ("ForSequenceClassification", ("sports", "politics", "science", "business", "arts"), "multi_label_classification"),

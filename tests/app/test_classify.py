@@ -41,10 +41,6 @@ NER_TEXTS = [
     "Kubernetes was announced by Google engineers in Mountain View.",
 ]
 STRATEGIES = ["none", "simple", "first", "average", "max"]
-# The pipeline picks sigmoid for a checkpoint with one logit and no problem_type; the exporter writes
-# problem_type "regression" for it (inferred as transformers' loss does), so the server answers raw
-# logits. Fixed when the manifest keeps config.problem_type as it is (None): model_export's to change.
-ONE_LOGIT_DEFAULT = "the manifest records problem_type regression where the checkpoint has none"
 
 
 def checkpoint_of(model_dir: Path) -> Path:
@@ -134,10 +130,7 @@ class TestClassify:
     )
     def test_same_as_the_pipeline(
         self, client: TestClient, pipeline_for: Callable[[str], Any], model: str, inputs: Any, parameters: dict[str, Any],
-        request: pytest.FixtureRequest,
     ) -> None:
-        if model == RERANKER and "function_to_apply" not in parameters:
-            request.applymarker(pytest.mark.xfail(strict=True, reason=ONE_LOGIT_DEFAULT))
         body_inputs = [as_pipeline_input(item) for item in inputs] if isinstance(inputs, list) else as_pipeline_input(inputs)
         ours = post(client, "/classify", {"inputs": body_inputs, "model": model, "parameters": parameters})
         theirs = pipeline_for(model)(body_inputs, **parameters)
