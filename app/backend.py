@@ -19,9 +19,11 @@ import numpy as np
 from model_export.manifest import (
     ATTENTION_MASK,
     INPUT_IDS,
+    LOGITS,
     MASK_LOGITS,
     MASK_POSITIONS,
     SENTENCE_EMBEDDING,
+    TOKEN_TYPE_IDS,
     Manifest,
     ManifestError,
     verify_variant,
@@ -37,8 +39,9 @@ _ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ")
 
 @dataclass(frozen=True)
 class ItemOutput:
-    embedding: np.ndarray  # [hidden] float32, pooled, not normalized
+    embedding: np.ndarray | None  # [hidden] float32, pooled, not normalized; None for a classifier graph
     mask_logits: np.ndarray | None  # [masks in this item, vocab] float32; None for an embed-only graph
+    logits: np.ndarray | None = None  # classifiers: [num_labels], or [tokens, num_labels] per token
 
 
 @dataclass(frozen=True, eq=False)
@@ -62,6 +65,7 @@ class TokenItem:
 
     ids: np.ndarray  # [tokens] int64
     wants: Wants
+    type_ids: np.ndarray | None = None  # [tokens] int64 segment ids (1 for a pair's second text); None: all 0
 
 
 @dataclass(frozen=True)
@@ -75,13 +79,19 @@ class TokenBatch:
     ids: np.ndarray  # [total tokens] int64
     offsets: np.ndarray  # [items + 1] int64
     wants: tuple[Wants, ...]
+    type_ids: np.ndarray | None = None  # [total tokens] int64, when an item is a pair; None: all 0
 
     @classmethod
     def of(cls, items: Sequence[TokenItem]) -> TokenBatch:
         lengths = np.fromiter((len(item.ids) for item in items), dtype=np.int64, count=len(items))
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         ids = np.concatenate([item.ids for item in items]).astype(np.int64, copy=False)
-        return cls(ids, offsets, tuple(item.wants for item in items))
+        type_ids = None
+        if any(item.type_ids is not None for item in items):
+            type_ids = np.concatenate(
+                [item.type_ids if item.type_ids is not None else np.zeros_like(item.ids) for item in items]
+            ).astype(np.int64, copy=False)
+        return cls(ids, offsets, tuple(item.wants for item in items), type_ids)
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -98,6 +108,12 @@ class TokenBatch:
 class PaddedBatch:
     input_ids: np.ndarray  # [batch, longest] int64
     attention_mask: np.ndarray  # [batch, longest] int64
+    token_type_ids: np.ndarray  # [batch, longest] int64, 0 but for a pair's second text
+
+    def feeds(self, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """The graph's inputs by name: token_type_ids only where the graph takes it (BERT classifiers)."""
+        tensors = {INPUT_IDS: self.input_ids, ATTENTION_MASK: self.attention_mask, TOKEN_TYPE_IDS: self.token_type_ids}
+        return {name: tensors[name] for name in names}
 
 
 @dataclass(frozen=True)
@@ -128,21 +144,36 @@ def pad(batch: TokenBatch, pad_id: int) -> PaddedBatch:
     longest = int(lengths.max())
     input_ids = np.full((len(batch), longest), pad_id, dtype=np.int64)
     attention_mask = (np.arange(longest) < lengths[:, None]).astype(np.int64)
-    input_ids[attention_mask.astype(bool)] = batch.ids
-    return PaddedBatch(input_ids, attention_mask)
+    real = attention_mask.astype(bool)
+    input_ids[real] = batch.ids
+    token_type_ids = np.zeros_like(input_ids)
+    if batch.type_ids is not None:
+        token_type_ids[real] = batch.type_ids
+    return PaddedBatch(input_ids, attention_mask, token_type_ids)
 
 
 def split_outputs(
-    embeddings: np.ndarray, mask_logits: np.ndarray | None, mask_positions: np.ndarray | None
+    embeddings: np.ndarray | None,
+    mask_logits: np.ndarray | None,
+    mask_positions: np.ndarray | None,
+    logits: np.ndarray | None = None,
+    lengths: np.ndarray | None = None,
 ) -> list[ItemOutput]:
-    """One ItemOutput per row; mask rows are grouped by batch index (row-major, so already sorted)."""
-    if mask_logits is None or mask_positions is None:
-        return [ItemOutput(embedding, None) for embedding in embeddings]
-    rows = mask_positions[:, 0] if len(mask_positions) else np.zeros(0, dtype=np.int64)
-    bounds = np.searchsorted(rows, np.arange(len(embeddings) + 1))
+    """One ItemOutput per row; mask rows are grouped by batch index (row-major, so already sorted).
+    Per-token classifier logits ([batch, seq, labels]) are cut to each item's `lengths`, dropping padding."""
+    count = len(embeddings) if embeddings is not None else len(logits) if logits is not None else 0
+    rows_of: list[np.ndarray | None] = [None] * count
+    if mask_logits is not None and mask_positions is not None:
+        rows = mask_positions[:, 0] if len(mask_positions) else np.zeros(0, dtype=np.int64)
+        bounds = np.searchsorted(rows, np.arange(count + 1))
+        rows_of = [mask_logits[bounds[index] : bounds[index + 1]] for index in range(count)]
+    logits_of: list[np.ndarray | None] = [None] * count
+    if logits is not None:
+        per_token = logits.ndim == 3 and lengths is not None
+        logits_of = [logits[index, : int(lengths[index])] if per_token else logits[index] for index in range(count)]
     return [
-        ItemOutput(embeddings[index], mask_logits[bounds[index] : bounds[index + 1]])
-        for index in range(len(embeddings))
+        ItemOutput(embeddings[index] if embeddings is not None else None, rows_of[index], logits_of[index])
+        for index in range(count)
     ]
 
 
@@ -169,6 +200,7 @@ class OnnxBackend:
         check_graph(session, manifest, limits.max_length)
         active = session.get_providers()
         self._session = session
+        self._input_names = [node.name for node in session.get_inputs()]
         self._output_names = [output.name for output in session.get_outputs()]
         self._io_binding = options.io_binding and active[0] == prov.CUDA
         self._device_id = options.device_id
@@ -185,16 +217,19 @@ class OnnxBackend:
         if self._io_binding:
             outputs = self._run_bound(padded, "cuda")
         else:
-            feeds = {INPUT_IDS: padded.input_ids, ATTENTION_MASK: padded.attention_mask}
+            feeds = padded.feeds(self._input_names)
             outputs = dict(zip(self._output_names, self._session.run(self._output_names, feeds), strict=True))
-        return split_outputs(outputs[SENTENCE_EMBEDDING], outputs.get(MASK_LOGITS), outputs.get(MASK_POSITIONS))
+        return split_outputs(
+            outputs.get(SENTENCE_EMBEDDING), outputs.get(MASK_LOGITS), outputs.get(MASK_POSITIONS),
+            outputs.get(LOGITS), batch.lengths,
+        )
 
     def _run_bound(self, batch: PaddedBatch, device: str) -> dict[str, np.ndarray]:
         """IO binding: inputs copied to the device once, outputs allocated there by onnxruntime
         (mask_logits has a data-dependent shape) and copied back in one step."""
         binding = self._session.io_binding()
-        binding.bind_cpu_input(INPUT_IDS, batch.input_ids)
-        binding.bind_cpu_input(ATTENTION_MASK, batch.attention_mask)
+        for name, tensor in batch.feeds(self._input_names).items():
+            binding.bind_cpu_input(name, tensor)
         for name in self._output_names:
             binding.bind_output(name, device, self._device_id if device == "cuda" else 0)
         self._session.run_with_iobinding(binding)
@@ -208,13 +243,16 @@ def check_graph(session: Any, manifest: Manifest, max_length: int) -> None:
     (a 3-token input, then one of `max_length` tokens), so symbolic dimensions are checked too.
     """
     inputs = sorted(node.name for node in session.get_inputs())
-    if inputs != sorted([INPUT_IDS, ATTENTION_MASK]):
-        raise ManifestError(f"the graph's inputs are {inputs}, expected {sorted([INPUT_IDS, ATTENTION_MASK])}")
+    expected = sorted([INPUT_IDS, ATTENTION_MASK])
+    if inputs not in (expected, sorted([*expected, TOKEN_TYPE_IDS])):
+        raise ManifestError(f"the graph's inputs are {inputs}, expected {expected} (and {TOKEN_TYPE_IDS} for BERT)")
     outputs = [node.name for node in session.get_outputs()]
     mask_outputs = [name for name in (MASK_LOGITS, MASK_POSITIONS) if name in outputs]
     fill_mask = "fill-mask" in manifest.tasks
-    if SENTENCE_EMBEDDING not in outputs:
+    if manifest.classifier is None and SENTENCE_EMBEDDING not in outputs:
         raise ManifestError(f"the graph has no {SENTENCE_EMBEDDING} output (outputs: {outputs})")
+    if manifest.classifier is not None and LOGITS not in outputs:
+        raise ManifestError(f"the manifest describes a classifier, but the graph has no {LOGITS} output (outputs: {outputs})")
     if fill_mask and len(mask_outputs) < 2:
         raise ManifestError(f"the manifest's tasks list fill-mask, but the graph has no {MASK_LOGITS}, {MASK_POSITIONS} outputs")
     if not fill_mask and mask_outputs:
@@ -222,12 +260,15 @@ def check_graph(session: Any, manifest: Manifest, max_length: int) -> None:
     special = manifest.special_tokens
     mask_id = special.mask.id if fill_mask and special.mask is not None else None
     probe = warmup_batch(1, 3, special.cls.id, special.sep.id, mask_id)
-    found = _probe(session, outputs, probe, "a 3-token input")
-    width = found[SENTENCE_EMBEDDING].shape
-    if width != (1, manifest.arch.hidden_size):
-        raise ManifestError(
-            f"{SENTENCE_EMBEDDING} is {width[-1]} wide, the manifest's arch.hidden_size is {manifest.arch.hidden_size}"
-        )
+    found = _probe(session, inputs, outputs, probe, "a 3-token input")
+    if SENTENCE_EMBEDDING in found:
+        width = found[SENTENCE_EMBEDDING].shape
+        if width != (1, manifest.arch.hidden_size):
+            raise ManifestError(
+                f"{SENTENCE_EMBEDDING} is {width[-1]} wide, the manifest's arch.hidden_size is {manifest.arch.hidden_size}"
+            )
+    if manifest.classifier is not None:
+        _check_logits(found[LOGITS].shape, manifest)
     if mask_id is not None:
         logits, positions = found[MASK_LOGITS], found[MASK_POSITIONS]
         if logits.shape[-1] != manifest.arch.vocab_size:
@@ -240,17 +281,31 @@ def check_graph(session: Any, manifest: Manifest, max_length: int) -> None:
                 f"(special_tokens.mask); it marks {len(positions)} position(s) in [CLS] [MASK] [SEP]"
             )
     longest = warmup_batch(1, max_length, special.cls.id, special.sep.id, mask_id)
-    _probe(session, outputs, longest, f"an input of max_length {max_length} tokens")
+    _probe(session, inputs, outputs, longest, f"an input of max_length {max_length} tokens")
 
 
-def _probe(session: Any, outputs: list[str], batch: TokenBatch, what: str) -> dict[str, np.ndarray]:
+def _check_logits(shape: tuple[int, ...], manifest: Manifest) -> None:
+    """A classifier's logits for the 3-token probe: one row of num_labels, or one per token."""
+    assert manifest.classifier is not None
+    labels = manifest.classifier.num_labels
+    per_token = "token-classification" in manifest.tasks
+    expected = (1, 3, labels) if per_token else (1, labels)
+    if tuple(shape) != expected:
+        what = "one row per token" if per_token else "one row per input"
+        raise ManifestError(
+            f"{LOGITS} has shape {list(shape)} for a 3-token input, expected {list(expected)} "
+            f"({what} of the manifest's {labels} labels)"
+        )
+
+
+def _probe(session: Any, inputs: list[str], outputs: list[str], batch: TokenBatch, what: str) -> dict[str, np.ndarray]:
     import onnxruntime as ort
 
     padded = pad(batch, 0)  # one item: nothing to pad
     quiet = ort.RunOptions()
     quiet.log_severity_level = 4  # the refusal below is the one line; onnxruntime would log the failure too
     try:
-        found = session.run(outputs, {INPUT_IDS: padded.input_ids, ATTENTION_MASK: padded.attention_mask}, quiet)
+        found = session.run(outputs, padded.feeds(inputs), quiet)
     except Exception as error:  # onnxruntime's errors share no base class but Exception
         raise ManifestError(f"the graph cannot run {what}: {_ort_message(error)}") from None
     return dict(zip(outputs, found, strict=True))

@@ -18,7 +18,7 @@ _TOKEN_BUCKETS = (16, 64, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
 _RATIO_BUCKETS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 STAGES = ("tokenization", "queue", "inference", "total")
-TASKS = ("embed", "fill-mask")
+TASKS = ("embed", "fill-mask", "text-classification", "token-classification")
 
 
 class Metrics:

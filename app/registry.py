@@ -65,16 +65,16 @@ class Registry:
             runtime = self._runtimes.get(model)
             if runtime is None:
                 raise ModelNotFound(f"the model {model!r} is not served here; models: {', '.join(self.ids)}")
-            if task != ANY_TASK and task not in runtime.tasks:
+            if task != ANY_TASK and not runtime.serves(task):
                 raise InvalidInput(f"the model {model!r} does not serve {task}; {self._serving(task)}")
             return runtime
         for runtime in self:
-            if task == ANY_TASK or task in runtime.tasks:
+            if task == ANY_TASK or runtime.serves(task):
                 return runtime
         raise InvalidInput(f"no model here serves {task}; models: {', '.join(self.ids)}")
 
     def _serving(self, task: str) -> str:
-        serving = [runtime.model_id for runtime in self if task in runtime.tasks]
+        serving = [runtime.model_id for runtime in self if runtime.serves(task)]
         return f"models that do: {', '.join(serving)}" if serving else "no model here does"
 
     @property

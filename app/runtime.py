@@ -1,7 +1,8 @@
 """One model's runtime: its manifest, tokenizer, backend, batcher, admission, limits and task maths.
 
 Routes reach a runtime through the registry and call `embed`, `embeddings`, `fill_mask`, `tokenize`
-or `decode`; errors are ServiceErrors that the handlers render. Every request goes the same way:
+or `decode` (classifiers: app/classifier.py, through `classifier_logits`); errors are ServiceErrors
+that the handlers render. Every request goes the same way:
 
     admit (a permit, before any work) -> tokenize (worker pool) -> batcher -> backend (inference
     thread; mask rows reduced to candidates there) -> post-process (worker pool) -> answer + timings
@@ -15,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -33,6 +34,11 @@ from app.tokenizer import Direction, TextTokenizer, Token, is_blank
 from app.workers import WorkerPool
 
 log = logging.getLogger("distilserve.runtime")
+
+# Not a manifest task: what /rerank needs, a text classifier with a single logit (TEI's "reranker").
+RERANK = "rerank"
+
+Extra = TypeVar("Extra")
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,7 @@ class Answer:
 
     embedding: np.ndarray | None
     candidates: tasks.MaskCandidates | None
+    logits: np.ndarray | None = None  # classifiers: [num_labels], or [tokens, num_labels]
 
 
 def _chars(texts: Sequence[str]) -> int:
@@ -89,7 +96,7 @@ def _answer(output: ItemOutput, wants: Wants) -> Answer:
     candidates = None
     if wants.mask_top_k is not None and output.mask_logits is not None:
         candidates = tasks.mask_candidates(output.mask_logits, wants.mask_top_k, wants.mask_targets)
-    return Answer(output.embedding if wants.embedding else None, candidates)
+    return Answer(output.embedding if wants.embedding else None, candidates, output.logits)
 
 
 class ModelRuntime:
@@ -134,6 +141,14 @@ class ModelRuntime:
     @property
     def tasks(self) -> list[str]:
         return list(self.manifest.tasks)
+
+    @property
+    def is_reranker(self) -> bool:
+        classifier = self.manifest.classifier
+        return classifier is not None and classifier.num_labels == 1 and "text-classification" in self.manifest.tasks
+
+    def serves(self, task: str) -> bool:
+        return self.is_reranker if task == RERANK else task in self.manifest.tasks
 
     @property
     def ready(self) -> bool:
@@ -270,6 +285,20 @@ class ModelRuntime:
         self.metrics.inputs["embed"].inc(len(answers))
         vectors = np.stack([answer.embedding for answer in answers]).astype(np.float32, copy=False)
         return EmbeddingResult(vectors, [len(sequence) for sequence in sequences], timings)
+
+    async def classifier_logits(
+        self, count: int, estimate: int, chars: int, encode: Callable[[], tuple[list[TokenItem], Extra]], task: str
+    ) -> tuple[list[np.ndarray], Extra, Timings]:
+        """Logits per input for a classifier: admit, `encode` on the workers (it returns the token items and
+        whatever the post-processing needs from the tokenizer), then the batcher."""
+        started = time.perf_counter()
+        with self.admit(count, estimate) as permit:
+            items, extra = await self.workers.run_sized(chars, encode)
+            answers, timings = await self._infer(permit, items, [0] * len(items), time.perf_counter() - started, started)
+        if any(answer.logits is None for answer in answers):
+            raise BackendError("inference failed")  # a graph without logits; check_graph prevents it
+        self.metrics.inputs[task].inc(len(answers))
+        return [answer.logits for answer in answers if answer.logits is not None], extra, timings
 
     async def fill_mask(
         self, texts: Sequence[str], *, top_k: int = 5, targets: Sequence[str] | None = None

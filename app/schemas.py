@@ -143,7 +143,9 @@ class ModelInfo(BaseModel):
     model_id: str
     model_sha: str | None = Field(description="Source revision, when the export knew it.")
     model_dtype: str
-    model_type: dict[str, dict[str, str]]
+    model_type: dict[str, dict[str, Any]] = Field(
+        description="TEI's: embedding or fill_mask (pooling), classifier or reranker (id2label, label2id), token_classifier."
+    )
     tasks: list[str]
     variant: str
     providers: list[str] = Field(description="Execution providers the session actually runs on.")
@@ -184,7 +186,9 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int = Field(description="When the model was exported (Unix seconds).")
     owned_by: str
-    tasks: list[str] = Field(description="What the model serves: embed, fill-mask (distilserve's addition).")
+    tasks: list[str] = Field(
+        description="What the model serves: embed, fill-mask, text-classification or token-classification (distilserve's addition)."
+    )
 
 
 class ModelList(BaseModel):

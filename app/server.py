@@ -43,7 +43,7 @@ from app.model_config import ModelOptions, ModelsFileError, options_for, read_mo
 from app.model_source import ModelSourceError, resolve_model_dirs
 from app.providers import ProviderError, ShapeLimits
 from app.registry import DuplicateModelId, ModelSelection, Registry
-from app.routes import docs, hf, inference, openai, ops, tei
+from app.routes import classify, docs, hf, inference, openai, ops, tei
 from app.runtime import ModelRuntime
 from app.settings import Settings
 from app.tokenizer import TextTokenizer
@@ -324,7 +324,7 @@ def create_app(settings: Settings, backend_factory: BackendFactory | None = None
     # the API key, which ApiKeyGuard checks before routing, so no body is read without it.
     security = openapi_security(settings.api_key)
     app.include_router(ops.probes)
-    routers = [inference.router, openai.router, tei.router, hf.router]
+    routers = [inference.router, classify.router, openai.router, tei.router, hf.router]
     if settings.protect_info_metrics:
         routers.insert(0, ops.router)
     else:

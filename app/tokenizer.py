@@ -7,19 +7,23 @@ check for fill-mask, pre-tokenized ids (OpenAI clients may send them), and token
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NoReturn
 
 import numpy as np
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
 from model_export.manifest import SpecialTokens
 
+from app.classification import TokenSpans, WordRules
 from app.errors import EmptyInput, InvalidInput, TokenizerError
 
 Direction = Literal["right", "left"]
+# A sentence pair for a cross-encoder or NLI classifier: [CLS] text [SEP] text_pair [SEP].
+Pair = tuple[str, str]
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,19 @@ def check_text(text: str, label: str) -> None:
         ) from None
 
 
+def check_inputs(inputs: Sequence[str | Pair]) -> None:
+    """Something to tokenize in every input (each text of a pair too), all of it valid Unicode."""
+    if not inputs:
+        raise EmptyInput("`inputs` cannot be empty")
+    for index, item in enumerate(inputs):
+        parts = [item] if isinstance(item, str) else list(item)
+        for part, text in enumerate(parts):
+            label = f"input {index}" if len(parts) == 1 else f"input {index} ({'text' if part == 0 else 'text_pair'})"
+            if is_blank(text):
+                raise EmptyInput(f"{label} is {'only whitespace' if text else 'an empty string'}")
+            check_text(text, label)
+
+
 class TextTokenizer:
     def __init__(self, path: Path, special: SpecialTokens, max_length: int, clean_up_spaces: bool = False) -> None:
         self._tokenizer = Tokenizer.from_file(str(path))
@@ -67,6 +84,10 @@ class TextTokenizer:
         self.max_length = max_length
         self.clean_up_spaces = clean_up_spaces
         self.vocab_size = self._tokenizer.get_vocab_size(with_added_tokens=True)
+        # Copies with truncation on (longest_first, as transformers and TEI cut pairs), one per direction,
+        # built when first needed: the shared one stays untruncated, and a copy is safe across threads.
+        self._truncating: dict[Direction, Tokenizer] = {}
+        self._truncating_lock = threading.Lock()
 
     @property
     def mask_token(self) -> str | None:
@@ -85,12 +106,7 @@ class TextTokenizer:
         require_mask: bool = False,
     ) -> list[np.ndarray]:
         """Token ids with [CLS]/[SEP], one int64 array per text; raises a ServiceError for a bad input."""
-        if not texts:
-            raise EmptyInput("`inputs` cannot be empty")
-        for index, text in enumerate(texts):
-            if is_blank(text):
-                raise EmptyInput(f"input {index} is {'only whitespace' if text else 'an empty string'}")
-            check_text(text, f"input {index}")
+        check_inputs(texts)
         if require_mask and self.mask_id is None:
             raise InvalidInput("this model has no mask token, so it cannot serve fill-mask")
         try:
@@ -108,6 +124,69 @@ class TextTokenizer:
                         f"input {index} has no mask token; fill-mask needs at least one {self.mask_token}"
                     )
         return out
+
+    def encode_pairs(
+        self, inputs: Sequence[str | Pair], *, truncate: bool = False, direction: Direction = "right"
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(token ids, token type ids) per input, a text or a pair; a pair too long is cut longest text
+        first, as transformers' `truncation=True` and TEI cut it."""
+        check_inputs(inputs)
+        encodings = self._encode_batch(self._tokenizer, inputs)
+        out = []
+        for index, encoding in enumerate(encodings):
+            if len(encoding.ids) > self.max_length:
+                if not truncate:
+                    self._refuse_length(index, len(encoding.ids))
+                encoding = self._encode_batch(self._truncated(direction), [inputs[index]])[0]
+            out.append((np.asarray(encoding.ids, dtype=np.int64), np.asarray(encoding.type_ids, dtype=np.int64)))
+        return out
+
+    def encode_spans(self, texts: Sequence[str]) -> list[TokenSpans]:
+        """Tokens with their character offsets, for token classification. Like the pipeline, a text
+        over the max length is cut at its end (the pipeline's default truncation)."""
+        check_inputs(texts)
+        encodings = self._encode_batch(self._truncated("right"), texts)
+        return [
+            TokenSpans(
+                text,
+                np.asarray(encoding.ids, dtype=np.int64),
+                list(encoding.tokens),
+                [tuple(offset) for offset in encoding.offsets],
+                [bool(special) for special in encoding.special_tokens_mask],
+            )
+            for text, encoding in zip(texts, encodings, strict=True)
+        ]
+
+    def word_rules(self) -> WordRules:
+        """What the token-classification pipeline reads from its tokenizer to build words."""
+        decoder = self._tokenizer.decoder
+        prefix = getattr(self._tokenizer.model, "continuing_subword_prefix", None)
+        return WordRules(
+            unk_id=self.special.unk.id if self.special.unk else None,
+            word_aware=bool(prefix),
+            tokens_to_string=decoder.decode if decoder is not None else " ".join,
+        )
+
+    def _truncated(self, direction: Direction) -> Tokenizer:
+        with self._truncating_lock:
+            if direction not in self._truncating:
+                copy = Tokenizer.from_str(self._tokenizer.to_str())
+                copy.enable_truncation(self.max_length, strategy="longest_first", direction=direction)
+                self._truncating[direction] = copy
+            return self._truncating[direction]
+
+    @staticmethod
+    def _encode_batch(tokenizer: Tokenizer, inputs: Sequence[str | Pair]) -> list[Encoding]:
+        try:
+            return tokenizer.encode_batch(list(inputs), add_special_tokens=True)
+        except Exception as error:  # the tokenizers library raises plain Exceptions
+            raise TokenizerError(f"could not tokenize the input: {error}") from None
+
+    def _refuse_length(self, index: int, length: int) -> NoReturn:
+        raise InvalidInput(
+            f"input {index} has {length} tokens but this server accepts at most {self.max_length} "
+            "(set truncate to true to cut it)"
+        )
 
     def encode_ids(
         self, sequences: Sequence[Sequence[int]], *, truncate: bool = False, direction: Direction = "right"
@@ -181,10 +260,7 @@ class TextTokenizer:
         if len(ids) <= self.max_length:
             return ids
         if not truncate:
-            raise InvalidInput(
-                f"input {index} has {len(ids)} tokens but this server accepts at most {self.max_length} "
-                "(set truncate to true to cut it)"
-            )
+            self._refuse_length(index, len(ids))
         # Keep [CLS] and [SEP]; cut the body from the chosen side (TEI's truncation_direction).
         body = ids[1:-1]
         keep = self.max_length - 2

@@ -66,25 +66,37 @@ def render_summary(manifest, out: Path) -> str:  # noqa: ANN001 - a Manifest
     for name, variant in manifest.variants.items():
         lines.append(f"| {name} | " + " | ".join(str(variant.fused_ops.get(op, 0)) for op in ops) + " |")
     lines.append("")
-    # The masked-LM columns only for a model that has them: an encoder's would be all dashes.
-    mlm = any(v.parity is not None and v.parity.top1_agreement is not None for v in manifest.variants.values())
-    mlm_columns = ["logits max abs diff", "top-1 agree", "top-5 identical", "pipeline top-5 agree"] if mlm else []
-    columns = ["variant", "emb max abs diff", "emb min cosine", *mlm_columns, "gate"]
-    lines.append("| " + " | ".join(columns) + " |")
-    lines.append("|---" * len(columns) + "|")
+    # Only the columns a model has figures for: an encoder's logits columns would be all dashes. A
+    # classifier has no embedding; its logits and argmax fill the logits and top-1 columns.
+    judged = [v.parity for v in manifest.variants.values() if v.parity is not None]
+    mlm = any(p.top1_agreement is not None for p in judged)
+    logits = mlm or any(p.logits_max_abs_diff is not None for p in judged)
+    columns = ["variant", "emb max abs diff", "emb min cosine"]
+    columns += ["logits max abs diff", "top-1 (argmax) agree"] if logits else []
+    columns += ["top-5 identical", "pipeline top-5 agree"] if mlm else []
+    lines.append("| " + " | ".join([*columns, "gate"]) + " |")
+    lines.append("|---" * (len(columns) + 1) + "|")
     for name, variant in manifest.variants.items():
         p = variant.parity
         if p is None:
-            lines.append("| " + " | ".join([name, *["-"] * (len(columns) - 2), str(variant.gate_pending)]) + " |")
+            lines.append("| " + " | ".join([name, *["-"] * (len(columns) - 1), str(variant.gate_pending)]) + " |")
             continue
-        cells = [name, f"{p.embedding_max_abs_diff:.2e}", f"{p.embedding_min_cosine:.6f}"]
+        figures = [_figure(p.embedding_max_abs_diff, ".2e"), _figure(p.embedding_min_cosine, ".6f")]
+        if logits:
+            figures += [
+                _figure(p.mask_logits_max_abs_diff if p.logits_max_abs_diff is None else p.logits_max_abs_diff, ".2e"),
+                _figure(p.top1_agreement if p.argmax_agreement is None else p.argmax_agreement, ".0%"),
+            ]
         if mlm:
-            cells += ([f"{p.mask_logits_max_abs_diff:.2e}", f"{p.top1_agreement:.0%}", str(p.top5_identical),
-                       f"{p.top_k_agreement_with_pipeline:.0%}"] if p.top1_agreement is not None else ["-"] * 4)
-        lines.append("| " + " | ".join([*cells, p.gate]) + " |")
+            figures += [_figure(p.top5_identical, ""), _figure(p.top_k_agreement_with_pipeline, ".0%")]
+        lines.append(f"| {name} | " + " | ".join(figures) + f" | {p.gate} |")
     for note in manifest.notes:
         lines.append(f"note: {note}")
     return "\n".join(lines)
+
+
+def _figure(value: float | bool | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The torch module that is exported: encoder, in-graph pooling, and vocab logits only at [MASK] positions."""
+"""The torch modules that are exported: encoder, in-graph pooling, and vocab logits only at [MASK]
+positions; or a classifier's logits."""
 
 from __future__ import annotations
 
@@ -8,7 +9,15 @@ import torch
 from torch import nn
 
 from model_export.errors import UnsupportedArchitectureError
-from model_export.manifest import MASK_LOGITS, MASK_POSITIONS, SENTENCE_EMBEDDING
+from model_export.manifest import (
+    ATTENTION_MASK,
+    INPUT_IDS,
+    LOGITS,
+    MASK_LOGITS,
+    MASK_POSITIONS,
+    SENTENCE_EMBEDDING,
+    TOKEN_TYPE_IDS,
+)
 
 
 def mlm_head(model: Any) -> nn.Module:
@@ -55,6 +64,10 @@ class ServingGraph(nn.Module):
         self.pooling = pooling
 
     @property
+    def input_names(self) -> list[str]:
+        return [INPUT_IDS, ATTENTION_MASK]
+
+    @property
     def output_names(self) -> list[str]:
         if self.head is None:
             return [SENTENCE_EMBEDDING]
@@ -70,3 +83,33 @@ class ServingGraph(nn.Module):
         positions = torch.nonzero(input_ids == self.mask_token_id)
         logits = self.head(hidden[positions[:, 0], positions[:, 1]])
         return embedding, logits, positions
+
+
+class ClassifierGraph(nn.Module):
+    """input_ids, attention_mask [, token_type_ids] -> logits: the whole transformers classifier.
+
+    BERT's graph takes token_type_ids so that the second text of a pair gets its segment embedding;
+    DistilBERT has no segment embeddings. The logits are raw: softmax or sigmoid is the server's.
+    """
+
+    mask_token_id = None  # the example input needs no mask token
+
+    def __init__(self, classifier: nn.Module, takes_token_types: bool, per_token: bool) -> None:
+        super().__init__()
+        self.classifier = classifier
+        self.takes_token_types = takes_token_types
+        self.per_token = per_token
+
+    @property
+    def input_names(self) -> list[str]:
+        return [INPUT_IDS, ATTENTION_MASK, TOKEN_TYPE_IDS] if self.takes_token_types else [INPUT_IDS, ATTENTION_MASK]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [LOGITS]
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor]:
+        segments = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        return (self.classifier(input_ids=input_ids, attention_mask=attention_mask, **segments).logits,)

@@ -11,7 +11,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from model_export.errors import MissingFilesError, SourceNotFoundError, UnsupportedArchitectureError
 from model_export.manifest import sha256_file
@@ -24,6 +24,17 @@ SENTENCE_TRANSFORMERS_CONFIG = "sentence_bert_config.json"
 _OPTIONAL_HUB_FILES = ("tokenizer_config.json", "special_tokens_map.json", SENTENCE_TRANSFORMERS_CONFIG)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+Head = Literal["encoder", "masked-lm", "text-classification", "token-classification"]
+# The heads this exporter makes a graph of, by the suffix of config.json's architectures[0]; the
+# classification heads are named by the task they serve. An encoder class (...Model), or no
+# architectures at all, exports the body alone.
+HEADS: dict[str, Head] = {
+    "ForMaskedLM": "masked-lm",
+    "ForSequenceClassification": "text-classification",
+    "ForTokenClassification": "token-classification",
+}
+CLASSIFIER_HEADS: tuple[Head, ...] = ("text-classification", "token-classification")
 
 
 @dataclass(frozen=True)
@@ -41,13 +52,21 @@ class LoadedCheckpoint:
     config: Any  # transformers.PretrainedConfig
     model: Any  # the eager-attention torch model, in eval mode
     tokenizer: Any  # transformers fast tokenizer
-    has_mlm_head: bool
+    head: Head
     architecture: str
+
+    @property
+    def has_mlm_head(self) -> bool:
+        return self.head == "masked-lm"
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.head in CLASSIFIER_HEADS
 
     @property
     def encoder(self) -> Any:
         """The body without any head: DistilBertModel or BertModel."""
-        if not self.has_mlm_head:
+        if self.head == "encoder":
             return self.model
         return getattr(self.model, self.model.base_model_prefix)
 
@@ -139,8 +158,13 @@ def load_checkpoint(source: ResolvedSource) -> LoadedCheckpoint:
     config = _load_config(source.directory)
     architectures = list(getattr(config, "architectures", None) or [])
     architecture = architectures[0] if architectures else type(config).__name__.replace("Config", "Model")
-    has_mlm_head = any(name.endswith("ForMaskedLM") for name in architectures)
-    model_class = transformers.AutoModelForMaskedLM if has_mlm_head else transformers.AutoModel
+    head = head_of(architecture)
+    model_class = {
+        "encoder": transformers.AutoModel,
+        "masked-lm": transformers.AutoModelForMaskedLM,
+        "text-classification": transformers.AutoModelForSequenceClassification,
+        "token-classification": transformers.AutoModelForTokenClassification,
+    }[head]
     try:
         # Eager attention: with transformers 5 the sdpa export does not fuse (see docs/architecture.md).
         model, info = model_class.from_pretrained(
@@ -151,22 +175,37 @@ def load_checkpoint(source: ResolvedSource) -> LoadedCheckpoint:
     missing = [key for key in info.get("missing_keys", []) if "position_ids" not in key]
     # Left at their random initial values: harmless only where no exported output depends on them,
     # as with the pooler a BertModel saved with add_pooling_layer=False leaves out.
-    read = graph_reads(model, has_mlm_head, missing)
+    read = graph_reads(model, head, missing)
     if read:
         raise MissingFilesError(
             f"{source.id}: the weights do not match {architecture}: {len(read)} missing tensor(s) the exported graph "
             f"uses, e.g. {read[0]}"
         )
     tokenizer = _load_tokenizer(source)
-    return LoadedCheckpoint(source, config, model.eval(), tokenizer, has_mlm_head, architecture)
+    return LoadedCheckpoint(source, config, model.eval(), tokenizer, head, architecture)
 
 
-def graph_reads(model: Any, has_mlm_head: bool, names: list[str]) -> list[str]:
+def head_of(architecture: str) -> Head:
+    """Which head `architecture` (a transformers class name) carries; refuses one no graph is made for."""
+    for suffix, head in HEADS.items():
+        if architecture.endswith(suffix):
+            return head
+    if architecture.endswith("Model"):
+        return "encoder"
+    raise UnsupportedArchitectureError(
+        f"{architecture}: this exporter makes graphs of encoders (...Model) and of masked-LM, sequence-classification "
+        "and token-classification heads only; to export the encoder alone, set config.json's architectures to "
+        "DistilBertModel or BertModel"
+    )
+
+
+def graph_reads(model: Any, head: Head, names: list[str]) -> list[str]:
     """Those of `names` (the model's parameters and buffers) that the exported outputs depend on.
 
     The graph reads the encoder's last hidden state (pooling is a function of it) and, for a
-    masked-LM checkpoint, the head's logits; a parameter that gets no gradient from them is unused.
-    Names that are not parameters (buffers) count as used.
+    masked-LM checkpoint, the head's logits; a classifier's graph is the whole model's logits. A
+    parameter that gets no gradient from them is unused. Names that are not parameters (buffers)
+    count as used.
     """
     if not names:
         return []
@@ -176,18 +215,21 @@ def graph_reads(model: Any, has_mlm_head: bool, names: list[str]) -> list[str]:
 
     parameters = dict(model.named_parameters())
     tracked = [name for name in names if name in parameters and parameters[name].requires_grad]
-    encoder = getattr(model, model.base_model_prefix) if has_mlm_head else model
+    encoder = model if head == "encoder" else getattr(model, model.base_model_prefix)
     ids = torch.tensor([[1, 2, 3]])
     with torch.enable_grad():
-        hidden = encoder(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
-        total = hidden.sum() + (mlm_head(model)(hidden).sum() if has_mlm_head else 0)
+        if head in CLASSIFIER_HEADS:
+            total = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits.sum()
+        else:
+            hidden = encoder(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
+            total = hidden.sum() + (mlm_head(model)(hidden).sum() if head == "masked-lm" else 0)
         gradients = torch.autograd.grad(total, [parameters[name] for name in tracked], allow_unused=True) if tracked else ()
     unused = {name for name, gradient in zip(tracked, gradients, strict=True) if gradient is None}
     return [name for name in names if name not in unused]
 
 
 def check_model_type(config_path: Path) -> None:
-    """Refuse anything but DistilBERT/BERT before any weights are read or downloaded."""
+    """Refuse anything but DistilBERT/BERT, or a head no graph is made for, before any weights are read or downloaded."""
     try:
         raw = json.loads(config_path.read_text())
     except (OSError, json.JSONDecodeError) as error:
@@ -199,6 +241,8 @@ def check_model_type(config_path: Path) -> None:
             f"{config_path.parent}: model_type {model_type!r} ({architectures}) is not supported; "
             f"supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
         )
+    if raw.get("architectures"):
+        head_of(raw["architectures"][0])
 
 
 def sentence_transformers_max_length(directory: Path) -> int | None:

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 MANIFEST_FILE = "manifest.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -20,7 +20,10 @@ FORMAT_VERSION = 1
 
 # fp32-unfused (for TensorRT) and fp16-packed (CUDA, padding-free) are the GPU variants: model_export/gpu_variants.py
 VariantName = Literal["fp32", "fp16", "int8", "fp32-unfused", "fp16-packed"]
-Task = Literal["embed", "fill-mask"]
+Task = Literal["embed", "fill-mask", "text-classification", "token-classification"]
+# A classifier's manifest has exactly one of these in `tasks`, and a `classifier` block.
+CLASSIFICATION_TASKS: tuple[Task, ...] = ("text-classification", "token-classification")
+ProblemType = Literal["single_label_classification", "multi_label_classification", "regression"]
 Pooling = Literal["mean", "cls"]
 
 # Graph I/O names. The server binds these; the exporter must produce exactly these.
@@ -29,6 +32,19 @@ ATTENTION_MASK = "attention_mask"
 SENTENCE_EMBEDDING = "sentence_embedding"  # [batch, hidden] float32, pooled, not normalized
 MASK_LOGITS = "mask_logits"  # [num_masks, vocab] float32, only rows where input_ids == mask id
 MASK_POSITIONS = "mask_positions"  # [num_masks, 2] int64, (batch index, sequence index), row-major order
+# Classifiers: [batch, num_labels] float32 for text-classification, [batch, seq, num_labels] for
+# token-classification; raw scores, no softmax/sigmoid (the server applies problem_type's function).
+LOGITS = "logits"
+# [batch, seq] int64: an input of BERT classifiers' graphs only (see classifier_takes_token_types), so
+# the second text of a pair gets segment B embeddings. DistilBERT has no segment embeddings, and BERT
+# embed/fill-mask graphs serve single texts (their token types are all 0, folded into the graph).
+TOKEN_TYPE_IDS = "token_type_ids"
+
+
+def classifier_takes_token_types(model_type: str) -> bool:
+    """Whether a classifier's graph has the TOKEN_TYPE_IDS input (embed and fill-mask graphs never do)."""
+    return model_type == "bert"
+
 
 CPU_PROVIDER = "CPUExecutionProvider"
 CUDA_PROVIDER = "CUDAExecutionProvider"
@@ -97,14 +113,38 @@ class Architecture(_Strict):
 class Parity(_Strict):
     """How close a variant came to PyTorch on the fixed validation sentences."""
 
-    embedding_max_abs_diff: float
-    embedding_min_cosine: float
+    embedding_max_abs_diff: float | None = Field(default=None, description="None for classifiers, which have no embedding output.")
+    embedding_min_cosine: float | None = None
     mask_logits_max_abs_diff: float | None = None
     top1_agreement: float | None = None
     top5_identical: bool | None = None
     top_k_agreement_with_pipeline: float | None = None
+    logits_max_abs_diff: float | None = Field(default=None, description="Classifiers: worst logit difference, sentences and pairs.")
+    argmax_agreement: float | None = Field(
+        default=None,
+        description="Classifiers: share of rows (sequences, or tokens) whose argmax label matches PyTorch's; "
+        "for one logit, whose sign (sigmoid > 0.5) does.",
+    )
     sentences: int
     gate: str = Field(description="The gate this variant passed, in words.")
+
+
+class Classifier(_Strict):
+    """What the logits mean: the label names and which function turns them into scores."""
+
+    problem_type: ProblemType | None = Field(
+        description="config.problem_type as the checkpoint saved it. None (unset) means what the text-classification "
+        "pipeline does: sigmoid for one logit, softmax for more."
+    )
+    id2label: dict[int, str]
+    num_labels: int = Field(ge=1)
+    pair_input: bool = Field(description="The tokenizer builds [CLS] A [SEP] B [SEP] for a pair of texts.")
+
+    @model_validator(mode="after")
+    def _labels_cover_logits(self) -> Classifier:
+        if sorted(self.id2label) != list(range(self.num_labels)):
+            raise ValueError(f"id2label must have keys 0..{self.num_labels - 1}, has {sorted(self.id2label)}")
+        return self
 
 
 class Variant(_Strict):
@@ -143,11 +183,21 @@ class Manifest(_Strict):
         default=False,
         description="The checkpoint tokenizer's setting, which lives outside tokenizer.json; the server's decode follows it.",
     )
+    classifier: Classifier | None = Field(default=None, description="Present iff the task is a classification task.")
     variants: dict[VariantName, Variant]
     exporter_version: str
     created_at: str
     demo: bool = Field(default=False, description="True for the offline demo default model.")
     notes: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _classifier_iff_classification_task(self) -> Manifest:
+        classifying = [task for task in self.tasks if task in CLASSIFICATION_TASKS]
+        if classifying and len(self.tasks) != 1:
+            raise ValueError(f"a classifier has exactly one task, not {self.tasks}")
+        if bool(classifying) != (self.classifier is not None):
+            raise ValueError("the classifier block is present iff the task is text- or token-classification")
+        return self
 
     def variant(self, name: str) -> Variant:
         if name not in self.variants:
@@ -178,7 +228,7 @@ def read_manifest(directory: Path) -> Manifest:
         manifest = Manifest.model_validate_json(path.read_text())
     except ValidationError as error:
         first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
+        where = ".".join(str(part) for part in first["loc"]) or "the top level"
         raise ManifestError(f"{path}: invalid manifest at {where}: {first['msg']}") from None
     if manifest.format_version != FORMAT_VERSION:
         raise ManifestError(f"{path}: format_version {manifest.format_version}, this server reads {FORMAT_VERSION}")

@@ -3,6 +3,7 @@
 The reference is computed once per export from the original transformers model (not from the
 export wrapper): embeddings pooled here in numpy from its last hidden state, mask logits read
 from its full-vocab output, and fill-mask top-5 ids from transformers' `pipeline("fill-mask")`.
+A classifier's reference is its logits, on the sentences and on sentence pairs.
 """
 
 from __future__ import annotations
@@ -19,12 +20,15 @@ from model_export.manifest import (
     ATTENTION_MASK,
     CPU_PROVIDER,
     INPUT_IDS,
+    LOGITS,
     MASK_LOGITS,
     MASK_POSITIONS,
     SENTENCE_EMBEDDING,
+    TOKEN_TYPE_IDS,
     Parity,
+    classifier_takes_token_types,
 )
-from model_export.sentences import MASK, VALIDATION_SENTENCES
+from model_export.sentences import MASK, VALIDATION_PAIRS, VALIDATION_SENTENCES
 
 TOP_K = 5
 
@@ -42,36 +46,45 @@ class Gate:
     top1_identical: bool = False
     min_top1_agreement: float | None = None
 
-    def describe(self, has_mlm: bool) -> str:
+    def describe(self, has_mlm: bool, classifier: bool = False) -> str:
         parts = []
         if self.max_abs_diff is not None:
             parts.append(f"max abs diff <= {self.max_abs_diff:g}")
-        if self.min_cosine is not None:
+        if self.min_cosine is not None and not classifier:
             parts.append(f"embedding cosine >= {self.min_cosine:g}")
         if has_mlm and self.top5_identical:
             parts.append("top-5 ids identical")
-        if has_mlm and self.top1_identical:
-            parts.append("top-1 identical")
-        if has_mlm and self.min_top1_agreement is not None:
-            parts.append(f"top-1 agreement >= {self.min_top1_agreement:.0%}")
+        top1 = "argmax" if classifier else "top-1"
+        if (has_mlm or classifier) and self._top1_identical(classifier):
+            parts.append(f"{top1} identical")
+        if (has_mlm or classifier) and self.min_top1_agreement is not None:
+            parts.append(f"{top1} agreement >= {self.min_top1_agreement:.0%}")
         return ", ".join(parts) or "none"
+
+    def _top1_identical(self, classifier: bool) -> bool:
+        # A classifier's one answer per row is its argmax: top-5 identical asks of it what top-1 identical does.
+        return self.top1_identical or (classifier and self.top5_identical)
 
     def failures(self, parity: Parity) -> list[str]:
         """What the variant missed, in words; empty when it passed."""
         has_mlm = parity.top1_agreement is not None
+        classifier = parity.argmax_agreement is not None
         missed = []
         if self.max_abs_diff is not None:
-            worst = max(parity.embedding_max_abs_diff, parity.mask_logits_max_abs_diff or 0.0)
+            diffs = (parity.embedding_max_abs_diff, parity.mask_logits_max_abs_diff, parity.logits_max_abs_diff)
+            worst = max(diff for diff in diffs if diff is not None)
             if not worst <= self.max_abs_diff:
                 missed.append(f"max abs diff {worst:.3g} > {self.max_abs_diff:g}")
-        if self.min_cosine is not None and not parity.embedding_min_cosine >= self.min_cosine:
-            missed.append(f"embedding cosine {parity.embedding_min_cosine:.6f} < {self.min_cosine:g}")
+        cosine = parity.embedding_min_cosine
+        if self.min_cosine is not None and cosine is not None and not cosine >= self.min_cosine:
+            missed.append(f"embedding cosine {cosine:.6f} < {self.min_cosine:g}")
         if has_mlm and self.top5_identical and not parity.top5_identical:
             missed.append("top-5 ids differ from PyTorch")
-        if has_mlm and self.top1_identical and parity.top1_agreement != 1.0:
-            missed.append(f"top-1 agreement {parity.top1_agreement:.0%}, not identical")
-        if has_mlm and self.min_top1_agreement is not None and not parity.top1_agreement >= self.min_top1_agreement:
-            missed.append(f"top-1 agreement {parity.top1_agreement:.0%} < {self.min_top1_agreement:.0%}")
+        top1, agreement = ("argmax", parity.argmax_agreement) if classifier else ("top-1", parity.top1_agreement)
+        if agreement is not None and self._top1_identical(classifier) and agreement != 1.0:
+            missed.append(f"{top1} agreement {agreement:.0%}, not identical")
+        if agreement is not None and self.min_top1_agreement is not None and not agreement >= self.min_top1_agreement:
+            missed.append(f"{top1} agreement {agreement:.0%} < {self.min_top1_agreement:.0%}")
         return missed
 
 
@@ -88,11 +101,24 @@ class Reference:
 
     input_ids: np.ndarray
     attention_mask: np.ndarray
-    embeddings: np.ndarray
+    embeddings: np.ndarray | None = None  # None for a classifier
     mask_positions: np.ndarray | None = None  # [num_masks, 2]
     mask_logits: np.ndarray | None = None  # [num_masks, vocab]
     pipeline_top_k: np.ndarray | None = None  # [num_masks, TOP_K] token ids, same row order
     sentences: list[str] = field(default_factory=list)
+    token_type_ids: np.ndarray | None = None  # fed to BERT classifiers' graphs only
+    logits: np.ndarray | None = None  # a classifier's: [batch, labels], or [batch, seq, labels] per token
+    pairs: Reference | None = None  # a classifier's answers on sentence pairs, when its tokenizer makes pairs
+
+    def feed(self) -> dict[str, np.ndarray]:
+        inputs = {INPUT_IDS: self.input_ids, ATTENTION_MASK: self.attention_mask}
+        if self.token_type_ids is not None:
+            inputs[TOKEN_TYPE_IDS] = self.token_type_ids
+        return inputs
+
+    def scored_rows(self, logits: np.ndarray) -> np.ndarray:
+        """A classifier's logits as [rows, labels]: one row per sequence, or per real (unpadded) token."""
+        return logits[self.attention_mask.astype(bool)] if logits.ndim == 3 else logits
 
 
 def validation_sentences(mask_token: str | None) -> list[str]:
@@ -137,6 +163,38 @@ def compute_reference(
     return reference
 
 
+def compute_classifier_reference(
+    model: Any, tokenizer: Any, max_length: int, pair_input: bool, device: str = "cpu"
+) -> Reference:
+    """A classifier's logits on the validation sentences and, if its tokenizer makes pairs, on the
+    validation pairs (truncated longest-first, as the text-classification pipeline does)."""
+    import torch
+
+    model = model.to(device)
+
+    def answers(texts: list[str], pairs: list[str] | None) -> Reference:
+        batch = tokenizer(
+            texts, pairs, padding=True, truncation=True, max_length=max_length, return_token_type_ids=True, return_tensors="np"
+        )
+        inputs = {INPUT_IDS: batch[INPUT_IDS], ATTENTION_MASK: batch[ATTENTION_MASK]}
+        if classifier_takes_token_types(model.config.model_type):
+            inputs[TOKEN_TYPE_IDS] = batch[TOKEN_TYPE_IDS]
+        with torch.no_grad():
+            logits = model(**{name: torch.from_numpy(array).to(device) for name, array in inputs.items()}).logits
+        return Reference(
+            input_ids=inputs[INPUT_IDS],
+            attention_mask=inputs[ATTENTION_MASK],
+            token_type_ids=inputs.get(TOKEN_TYPE_IDS),
+            logits=logits.cpu().numpy(),
+            sentences=texts if pairs is None else [f"{a} | {b}" for a, b in zip(texts, pairs, strict=True)],
+        )
+
+    reference = answers(validation_sentences(None), None)
+    if pair_input:
+        reference.pairs = answers([a for a, _ in VALIDATION_PAIRS], [b for _, b in VALIDATION_PAIRS])
+    return reference
+
+
 def _pipeline_top_k(model: Any, tokenizer: Any, sentences: list[str], device: str) -> np.ndarray:
     """Top-k token ids from transformers' fill-mask pipeline, one row per mask, row-major."""
     from transformers import pipeline
@@ -164,7 +222,7 @@ def run_onnx(path: Path, reference: Reference, providers: Providers = (CPU_PROVI
     if session.get_providers()[0] != wanted:
         raise ExportError(f"{path.name}: validation asked for {wanted}, but onnxruntime runs it on {session.get_providers()}")
     names = [output.name for output in session.get_outputs()]
-    values = session.run(names, {INPUT_IDS: reference.input_ids, ATTENTION_MASK: reference.attention_mask})
+    values = session.run(names, reference.feed())
     return dict(zip(names, values, strict=True))
 
 
@@ -181,6 +239,8 @@ def top_k_ids(logits: np.ndarray, k: int = TOP_K) -> np.ndarray:
 
 
 def measure(path: Path, reference: Reference, gate: Gate, providers: Providers = (CPU_PROVIDER,)) -> Parity:
+    if reference.logits is not None:
+        return _measure_classifier(path, reference, gate, providers)
     outputs = run_onnx(path, reference, providers)
     embeddings = outputs[SENTENCE_EMBEDDING]
     figures: dict[str, Any] = {
@@ -202,3 +262,26 @@ def measure(path: Path, reference: Reference, gate: Gate, providers: Providers =
         figures["top_k_agreement_with_pipeline"] = float((ours == reference.pipeline_top_k).all(axis=1).mean())
     figures["gate"] = gate.describe(reference.mask_logits is not None)
     return Parity(**figures)
+
+
+def _measure_classifier(path: Path, reference: Reference, gate: Gate, providers: Providers) -> Parity:
+    """Logits and argmax against PyTorch over every scored row: sentences, then pairs."""
+    batches = [reference] if reference.pairs is None else [reference, reference.pairs]
+    ours = np.concatenate([batch.scored_rows(run_onnx(path, batch, providers)[LOGITS]) for batch in batches])
+    theirs = np.concatenate([batch.scored_rows(batch.logits) for batch in batches])
+    if ours.shape != theirs.shape:
+        raise OutputMismatchError(f"{path.name}: logits have shape {ours.shape} where PyTorch's have {theirs.shape}")
+    return Parity(
+        logits_max_abs_diff=float(np.abs(ours - theirs).max()),
+        argmax_agreement=float((_decisions(ours) == _decisions(theirs)).mean()),
+        sentences=sum(len(batch.sentences) for batch in batches),
+        gate=gate.describe(has_mlm=False, classifier=True),
+    )
+
+
+def _decisions(rows: np.ndarray) -> np.ndarray:
+    """Each row's label: its argmax. One logit has no argmax to compare; it is read as the binary
+    decision sigmoid(logit) > 0.5 (the function pipelines apply to it), the argmax of [0, logit]."""
+    if rows.shape[1] == 1:
+        rows = np.concatenate([np.zeros_like(rows), rows], axis=1)
+    return rows.argmax(axis=1)

@@ -33,17 +33,19 @@ from model_export.manifest import (
     MANIFEST_FILE,
     TOKENIZER_FILE,
     Architecture,
+    Classifier,
     Manifest,
     Parity,
     Source,
     SpecialToken,
     SpecialTokens,
     Variant,
+    classifier_takes_token_types,
     intended_providers,
     sha256_file,
     write_manifest,
 )
-from model_export.parity import GATES, Reference, compute_reference, measure
+from model_export.parity import GATES, Reference, compute_classifier_reference, compute_reference, measure
 from model_export.staging import make_staging_dir, move_into_place
 from model_export.variants import DTYPES, INT8_SCOPES, VARIANT_NAMES, build_variant, variant_file
 
@@ -120,6 +122,7 @@ class _Loaded:
     max_length: int
     max_length_source: str
     tasks: list[str]
+    classifier: Classifier | None  # what a classifier's logits mean; None for embed/fill-mask
 
 
 @dataclass(frozen=True)
@@ -154,21 +157,47 @@ def _load(source: str, options: ExportOptions, say: Progress) -> _Loaded:
     )
     special = _special_tokens(checkpoint)
     max_length, max_length_source = _max_length(config.max_position_embeddings, resolved.directory, options.max_length)
-    tasks = ["embed", "fill-mask"] if checkpoint.has_mlm_head else ["embed"]
+    tasks = {"encoder": ["embed"], "masked-lm": ["embed", "fill-mask"]}.get(checkpoint.head, [checkpoint.head])
+    classifier = _classifier(checkpoint) if checkpoint.is_classifier else None
     say(f"loaded {checkpoint.architecture}: {arch.num_layers} layers, {arch.num_heads} heads, hidden {arch.hidden_size}, tasks {', '.join(tasks)}")
+    if classifier is not None:
+        say(f"{classifier.num_labels} labels ({classifier.problem_type or 'problem_type unset'}), pairs {'accepted' if classifier.pair_input else 'refused'}")
     say(f"max_length {max_length} ({max_length_source})")
-    return _Loaded(resolved, checkpoint, arch, special, max_length, max_length_source, tasks)
+    return _Loaded(resolved, checkpoint, arch, special, max_length, max_length_source, tasks, classifier)
+
+
+def _classifier(checkpoint: LoadedCheckpoint) -> Classifier:
+    config, tokenizer = checkpoint.config, checkpoint.tokenizer
+    # Kept as saved, unset included: the pipeline reads an unset problem_type with one logit as sigmoid,
+    # which a guess of "regression" (what transformers' loss assumes) would turn into raw scores.
+    problem_type = config.problem_type
+    # A pair is [CLS] A [SEP] B [SEP]; BERT also needs a second segment embedding for B's type ids.
+    pair_input = tokenizer.num_special_tokens_to_add(pair=True) > tokenizer.num_special_tokens_to_add(pair=False)
+    if classifier_takes_token_types(config.model_type):
+        pair_input = pair_input and config.type_vocab_size >= 2
+    return Classifier(
+        problem_type=problem_type,
+        id2label={int(index): str(label) for index, label in config.id2label.items()},
+        num_labels=config.num_labels,
+        pair_input=pair_input,
+    )
 
 
 def _export_graph(loaded: _Loaded, raw_path: Path, options: ExportOptions, say: Progress) -> Path:
     # Imported here so `--help` and option errors do not pay for importing torch.
-    from model_export.graph import ServingGraph, mlm_head
+    from model_export.graph import ClassifierGraph, ServingGraph, mlm_head
     from model_export.onnx_export import export_onnx
 
-    say(f"exporting ONNX (opset {options.opset}, pooling {options.pooling})")
     checkpoint, special = loaded.checkpoint, loaded.special
-    head = mlm_head(checkpoint.model) if checkpoint.has_mlm_head else None
-    graph = ServingGraph(checkpoint.encoder, head, special.mask.id if special.mask else None, options.pooling)
+    graph: ServingGraph | ClassifierGraph
+    if checkpoint.is_classifier:
+        say(f"exporting ONNX (opset {options.opset}, {checkpoint.head} logits)")
+        takes_token_types = classifier_takes_token_types(loaded.arch.model_type)
+        graph = ClassifierGraph(checkpoint.model, takes_token_types, per_token=checkpoint.head == "token-classification")
+    else:
+        say(f"exporting ONNX (opset {options.opset}, pooling {options.pooling})")
+        head = mlm_head(checkpoint.model) if checkpoint.has_mlm_head else None
+        graph = ServingGraph(checkpoint.encoder, head, special.mask.id if special.mask else None, options.pooling)
     export_onnx(graph, raw_path, options.opset, example_token_id=special.unk.id if special.unk else special.cls.id)
     return raw_path
 
@@ -187,6 +216,11 @@ def _optimize(
 
 def _reference(loaded: _Loaded, pooling: str, say: Progress) -> Reference:
     checkpoint = loaded.checkpoint
+    if loaded.classifier is not None:
+        reference = compute_classifier_reference(checkpoint.model, checkpoint.tokenizer, loaded.max_length, loaded.classifier.pair_input)
+        pairs = f" and {len(reference.pairs.sentences)} sentence pairs" if reference.pairs is not None else ""
+        say(f"validating against PyTorch on {len(reference.sentences)} sentences{pairs} (padded batches)")
+        return reference
     reference = compute_reference(checkpoint.model, checkpoint.tokenizer, checkpoint.has_mlm_head, pooling, loaded.max_length)
     against = " and pipeline('fill-mask')" if checkpoint.has_mlm_head else ""
     say(f"validating against PyTorch on {len(reference.sentences)} sentences (padded batch){against}")
@@ -279,8 +313,9 @@ def _write_manifest(
         special_tokens=loaded.special,
         max_length=loaded.max_length,
         max_length_source=loaded.max_length_source,
-        pooling=options.pooling,
+        pooling="cls" if loaded.classifier is not None else options.pooling,  # a classifier's own head pools
         tasks=loaded.tasks,
+        classifier=loaded.classifier,
         tokenizer_sha256=sha256_file(tokenizer_path),
         clean_up_tokenization_spaces=decode_cleans_up_spaces(checkpoint.tokenizer),
         variants=variants,
@@ -295,6 +330,8 @@ def _write_manifest(
 
 def describe_parity(parity: Parity) -> str:
     """A gate's figures on one line, as the export prints them."""
+    if parity.argmax_agreement is not None:
+        return f"logits max|diff| {parity.logits_max_abs_diff:.2e}, argmax agreement {parity.argmax_agreement:.0%}"
     text = f"embedding max|diff| {parity.embedding_max_abs_diff:.2e}, min cosine {parity.embedding_min_cosine:.6f}"
     if parity.top1_agreement is not None:
         text += (

@@ -1,6 +1,7 @@
 """The fixed validation sentences: real English, mixed lengths, some with [MASK] (one has two).
 
-`[MASK]` is replaced by the checkpoint's own mask token before tokenizing.
+`[MASK]` is replaced by the checkpoint's own mask token before tokenizing. Classifiers are also
+validated on sentence pairs, as rerankers (query, passage) and NLI models (premise, hypothesis) read them.
 """
 
 from __future__ import annotations
@@ -31,4 +32,15 @@ VALIDATION_SENTENCES: tuple[str, ...] = (
     "Paris and [MASK] are two of the largest cities in [MASK].",
     "Thank you very much for your help yesterday.",
     "The meeting has been moved to [MASK] afternoon.",
+)
+
+VALIDATION_PAIRS: tuple[tuple[str, str], ...] = (
+    ("What is the capital of France?", "Paris is the capital and largest city of France."),
+    ("What is the capital of France?", "The Eiffel Tower was finished in 1889."),
+    ("how long to boil an egg", "Boil the eggs for nine minutes, then cool them in cold water."),
+    ("A man is playing a guitar on stage.", "A musician is performing."),
+    ("A man is playing a guitar on stage.", "The stage is empty."),
+    ("Rain.", "It is raining outside, so take an umbrella when you leave the house this morning."),
+    ("The committee will meet on Tuesday to discuss the budget for next year.", "The meeting is about money."),
+    ("Can you recommend a good book?", "I enjoyed the new novel about a lighthouse keeper and his daughter."),
 )

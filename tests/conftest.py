@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,20 @@ def minilm_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("export") / "all-minilm-l6-v2"
     export_model(str(minilm_dir()), out, ExportOptions(model_id="sentence-transformers/all-MiniLM-L6-v2"))
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier_dir(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """`tiny_classifier_dir(kind, arch="distilbert")`: that tiny classifier (tests/tiny_models.py
+    CLASSIFIER_KINDS) exported fp32 through the real export pipeline, once per session."""
+    from tests.tiny_models import export_tiny_classifier
+
+    root = tmp_path_factory.mktemp("classifiers")
+    exported: dict[tuple[str, str], Path] = {}
+
+    def get(kind: str, arch: str = "distilbert") -> Path:
+        if (kind, arch) not in exported:
+            exported[kind, arch] = export_tiny_classifier(kind, arch, root / f"tiny-{arch}-{kind}")
+        return exported[kind, arch]
+
+    return get

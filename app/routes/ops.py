@@ -3,6 +3,8 @@ takes the API key when `protect_info_metrics` is set)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE  # noqa: N811
@@ -56,6 +58,18 @@ async def ready(request: Request) -> JSONResponse:
     return JSONResponse({"ready": False, "reason": next(iter(not_ready.values())), "models": not_ready}, status_code=503)
 
 
+def model_type(runtime: ModelRuntime) -> dict[str, dict[str, Any]]:
+    """TEI's `model_type`: embedding (or fill_mask) with its pooling; classifier or, for one logit,
+    reranker, with its labels; token_classifier (not a TEI type) likewise."""
+    manifest = runtime.manifest
+    classifier = manifest.classifier
+    if classifier is None:
+        return {"fill_mask" if "fill-mask" in manifest.tasks else "embedding": {"pooling": manifest.pooling}}
+    kind = "token_classifier" if "token-classification" in manifest.tasks else "reranker" if runtime.is_reranker else "classifier"
+    id2label = {str(index): label for index, label in sorted(classifier.id2label.items())}
+    return {kind: {"id2label": id2label, "label2id": {label: int(index) for index, label in id2label.items()}}}
+
+
 def model_info(registry: Registry, runtime: ModelRuntime) -> ModelInfo:
     manifest, options, backend = runtime.manifest, runtime.options, runtime.backend.info
     selection = registry.selections[runtime.model_id]
@@ -64,7 +78,7 @@ def model_info(registry: Registry, runtime: ModelRuntime) -> ModelInfo:
         model_id=manifest.model_id,
         model_sha=manifest.source.revision,
         model_dtype=backend.dtype,
-        model_type={"fill_mask" if "fill-mask" in manifest.tasks else "embedding": {"pooling": manifest.pooling}},
+        model_type=model_type(runtime),
         tasks=list(manifest.tasks),
         variant=backend.variant,
         providers=backend.providers,

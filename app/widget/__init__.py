@@ -1,5 +1,6 @@
 """The inference widget: GET / serves a page (plus its script and stylesheet) that drives /fill-mask
-and /embed from a browser, like the model hub's widget. Everything ships with the package: no CDN.
+and /embed (and, for classifiers, /classify and /token-classification) from a browser, like the model
+hub's widget. Everything ships with the package: no CDN.
 
 These routes never need the API key; the page has a key field and sends it on its own requests.
 """

@@ -1,5 +1,6 @@
-// The inference widget: fill-mask via POST fill-mask, sentence similarity via POST embed, each card
-// with its own choice among the served models (/info's `models`).
+// The inference widget: fill-mask via POST fill-mask, sentence similarity via POST embed, and for
+// classifiers POST classify and POST token-classification, each card with its own choice among the
+// served models (/info's `models`).
 // Plain browser JavaScript, no build step and no external resources, so it works offline.
 "use strict";
 
@@ -77,7 +78,14 @@
   }
 
   // Each card and the task its requests need; its <select> lists the models that serve that task.
-  const CARD_TASKS = { "fill-mask": "fill-mask", similarity: "embed" };
+  const CARD_TASKS = {
+    "fill-mask": "fill-mask",
+    similarity: "embed",
+    classify: "text-classification",
+    tokens: "token-classification",
+  };
+  // Cards for tasks few servers have: shown only when a model serves them, instead of a "none" note.
+  const OPTIONAL_CARDS = new Set(["classify", "tokens"]);
   let models = [];
   let maskToken = "[MASK]";
 
@@ -120,7 +128,8 @@
     select.disabled = serving.length < 2;
     const none = serving.length === 0;
     select.parentElement.hidden = none;
-    $(prefix + "-none").hidden = !none;
+    if (OPTIONAL_CARDS.has(prefix)) $(prefix + "-card").hidden = none;
+    else $(prefix + "-none").hidden = !none;
     $(prefix + "-form").hidden = none;
     $(prefix + "-submit").disabled = none;
     applyModel(prefix);
@@ -129,6 +138,7 @@
   function modelChanged(prefix) {
     // Results from the previous model would now be mislabelled.
     $(prefix + "-results").replaceChildren();
+    if (prefix === "tokens") $("tokens-text").replaceChildren();
     showTime(prefix, null);
     showError(prefix, null);
     applyModel(prefix);
@@ -218,6 +228,56 @@
     return { rows, totalMs };
   }
 
+  // Every label with its score, best first (top_k null), for a text or a sentence pair.
+  async function classify() {
+    const text = $("classify-input").value;
+    const pair = $("classify-pair").value;
+    if (!text.trim()) throw new Error("Enter a text to classify.");
+    const inputs = pair.trim() ? { text: text, text_pair: pair } : text;
+    const payload = { inputs: inputs, parameters: { top_k: null } };
+    const { body, totalMs } = await postJSON("classify", withModel("classify", payload));
+    const rows = body.map((entry) => barRow(entry.label, entry.score, "prediction"));
+    return { rows, totalMs };
+  }
+
+  // The text again, each entity marked with its label (spans are character offsets into the text).
+  function markEntities(text, entities) {
+    const parts = [];
+    let at = 0;
+    for (const entity of entities.slice().sort((a, b) => a.start - b.start)) {
+      if (entity.start < at) continue;
+      if (entity.start > at) parts.push(document.createTextNode(text.slice(at, entity.start)));
+      const mark = document.createElement("mark");
+      mark.textContent = text.slice(entity.start, entity.end);
+      const tag = document.createElement("span");
+      tag.className = "entity-tag";
+      tag.textContent = entity.entity_group || entity.entity;
+      mark.appendChild(tag);
+      mark.title = (entity.entity_group || entity.entity) + " " + formatScore(entity.score);
+      parts.push(mark);
+      at = entity.end;
+    }
+    parts.push(document.createTextNode(text.slice(at)));
+    return parts;
+  }
+
+  async function tokens() {
+    const text = $("tokens-input").value;
+    if (!text.trim()) throw new Error("Enter a text to label.");
+    const payload = { inputs: text, parameters: { aggregation_strategy: $("tokens-aggregation").value } };
+    $("tokens-text").replaceChildren();
+    const { body, totalMs } = await postJSON("token-classification", withModel("tokens", payload));
+    $("tokens-text").replaceChildren(...markEntities(text, body));
+    const rows = body.map((entity) => barRow(entity.word + " · " + (entity.entity_group || entity.entity), entity.score, "entity"));
+    if (rows.length === 0) {
+      const none = document.createElement("p");
+      none.className = "note";
+      none.textContent = "No entities found.";
+      rows.push(none);
+    }
+    return { rows, totalMs };
+  }
+
   function addSentence() {
     const input = document.createElement("input");
     input.type = "text";
@@ -232,6 +292,8 @@
     $("fill-mask-form").addEventListener("submit", runner("fill-mask", fillMask));
     $("similarity-form").addEventListener("submit", runner("similarity", similarity));
     $("similarity-add").addEventListener("click", addSentence);
+    $("classify-form").addEventListener("submit", runner("classify", classify));
+    $("tokens-form").addEventListener("submit", runner("tokens", tokens));
     for (const prefix of Object.keys(CARD_TASKS)) {
       $(prefix + "-model").addEventListener("change", () => modelChanged(prefix));
     }

@@ -51,9 +51,19 @@ BOUNDED = settings(
 )
 
 
+# The classifier routes' models (the tiny masked LM serves every other route).
+CLASSIFIERS = {
+    "/predict": ("sentiment", "bert"),
+    "/classify": ("sentiment", "bert"),
+    "/rerank": ("reranker", "bert"),
+    "/token-classification": ("ner", "distilbert"),
+}
+
+
 @pytest.fixture(scope="module")
-def client(tiny_mlm_model_dir: Path) -> Iterator[TestClient]:
-    app = create_app(Settings(model_dir=[tiny_mlm_model_dir], providers=["cpu"], intra_op_threads=1))
+def client(tiny_mlm_model_dir: Path, tiny_classifier_dir: Callable[..., Path]) -> Iterator[TestClient]:
+    classifiers = list(dict.fromkeys(tiny_classifier_dir(*kind) for kind in CLASSIFIERS.values()))
+    app = create_app(Settings(model_dir=[tiny_mlm_model_dir, *classifiers], providers=["cpu"], intra_op_threads=1))
     with serving(app) as test_client:
         yield test_client
 
@@ -123,17 +133,20 @@ def accepts_valid_data(ctx: Any, response: Any, case: Any) -> bool | None:
 
 
 def as_served(model_id: str, mask_token: str) -> Callable[[Any], Any]:
-    """A valid case, made to reach the model: the model it names is the served one (an unknown one is a
-    404 by design), and fill-mask inputs carry the model's mask token (which the schema cannot name)."""
+    """A valid case, made to reach the model: the model it names is a served one that has the route's
+    task (an unknown one is a 404 by design), and fill-mask inputs carry the model's mask token (which
+    the schema cannot name)."""
 
     def apply(case: Any) -> Any:
+        kind = CLASSIFIERS.get(case.path)
+        served = f"tiny-{kind[1]}-{kind[0]}" if kind else model_id
         if isinstance(case.query, dict) and "model" in case.query:
-            case.query["model"] = model_id
+            case.query["model"] = served
         body = case.body
         if not isinstance(body, dict):
             return case
         if "model" in body:
-            body["model"] = model_id
+            body["model"] = served
         if case.path == "/fill-mask" or (case.path == "/" and "parameters" in body):
             inputs = body.get("inputs")
             if isinstance(inputs, str):
@@ -145,7 +158,7 @@ def as_served(model_id: str, mask_token: str) -> Callable[[Any], Any]:
     return apply
 
 
-BODY_ROUTES = {"/fill-mask", "/embed", "/", "/v1/embeddings", "/embeddings", "/tokenize", "/decode"}
+BODY_ROUTES = {"/fill-mask", "/embed", "/", "/v1/embeddings", "/embeddings", "/tokenize", "/decode", *CLASSIFIERS}
 
 
 def test_every_operation_conforms_to_its_schema(client: TestClient) -> None:
@@ -207,6 +220,19 @@ FORBIDDEN: dict[str, st.SearchStrategy[dict[str, Any]]] = {
         st.sampled_from([{"input": []}, {"input": [[]]}, {"input": [[101], []]}]),
     ),
     "/decode": st.builds(lambda ids: {"ids": ids}, st.lists(st.integers(max_value=-1), min_size=1, max_size=3)),
+    "/predict": st.one_of(
+        st.builds(lambda text: {"inputs": text}, blank),
+        st.builds(lambda text: {"inputs": ["ok", text]}, blank),
+        st.just({"inputs": ["a", "b", "c"]}),
+    ),
+    "/rerank": st.one_of(
+        st.builds(lambda text: {"query": text, "texts": ["ok"]}, blank),
+        st.builds(lambda text: {"query": "ok", "texts": [text]}, blank),
+    ),
+    "/classify": st.one_of(
+        st.builds(lambda text: {"inputs": {"text": "ok", "text_pair": text}}, blank),
+        st.builds(lambda value: {"inputs": "x", "parameters": {"top_k": value}}, not_an_integer | st.integers(max_value=-1)),
+    ),
 }
 
 
@@ -253,6 +279,23 @@ ROUTE_BODIES = {
         optional={"dimensions": any_int, "truncate": st.booleans()},
     ),
     "/tokenize": st.fixed_dictionaries({"inputs": nasty_text | st.lists(nasty_text, max_size=3)}),
+    "/predict": st.fixed_dictionaries(
+        {"inputs": nasty_text | st.lists(nasty_text, max_size=3) | st.lists(st.lists(nasty_text, max_size=3), max_size=3)},
+        optional={"truncate": st.booleans(), "raw_scores": st.booleans()},
+    ),
+    "/rerank": st.fixed_dictionaries(
+        {"query": nasty_text, "texts": st.lists(nasty_text, max_size=3)},
+        optional={"truncate": st.booleans(), "return_text": st.booleans()},
+    ),
+    "/classify": st.fixed_dictionaries(
+        {"inputs": nasty_text | st.lists(nasty_text, max_size=3)
+         | st.fixed_dictionaries({"text": nasty_text}, optional={"text_pair": nasty_text})},
+        optional={"parameters": st.fixed_dictionaries({}, optional={"top_k": any_int | st.none()})},
+    ),
+    "/token-classification": st.fixed_dictionaries(
+        {"inputs": nasty_text | st.lists(nasty_text, max_size=3)},
+        optional={"parameters": st.fixed_dictionaries({}, optional={"aggregation_strategy": st.sampled_from(["none", "first", "x"])})},
+    ),
     "/decode": st.fixed_dictionaries({"ids": st.lists(any_int, max_size=5) | st.lists(st.lists(any_int, max_size=3), max_size=3)}),
     "/v1/embeddings": st.fixed_dictionaries(
         {"input": nasty_text | st.lists(nasty_text, max_size=3) | st.lists(any_int, max_size=5)

@@ -10,9 +10,10 @@ import re
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -31,6 +32,8 @@ DESKTOP = (1280, 900)
 WAIT_S = 30
 MLM = "tiny-distilbert-mlm"  # the session fixture's model id
 ENCODER = "tiny-bert-encoder"
+SENTIMENT, NER = "tiny-distilbert-sentiment", "tiny-bert-ner"  # tiny_classifier_dir's model ids
+VISIBLE_CONTROLS = ", ".join(f"main .card:not([hidden]) {kind}" for kind in ("select", "input", "textarea"))
 
 
 @pytest.fixture(scope="module")
@@ -235,6 +238,8 @@ def test_fill_mask_and_similarity(browser, server: LiveServer) -> None:  # type:
     scores = [float(row.find_element(By.CLASS_NAME, "bar-score").text) for row in rows]
     assert all(-1.0 <= score <= 1.0 for score in scores)
     assert browser.find_element(By.ID, "similarity-error").get_attribute("hidden") is not None
+    for card in ("classify-card", "tokens-card"):  # no classifier here: no card for one
+        assert not browser.find_element(By.ID, card).is_displayed()
     screenshot(browser, "desktop.png")
 
 
@@ -271,7 +276,7 @@ def test_each_card_lists_the_models_that_serve_its_task(browser, two_models: str
     browser.find_element(By.ID, "similarity-add").click()
     names = {
         element.get_attribute("id") or element.get_attribute("class"): element.accessible_name
-        for element in browser.find_elements(By.CSS_SELECTOR, "main select, main input, main textarea")
+        for element in browser.find_elements(By.CSS_SELECTOR, VISIBLE_CONTROLS)
     }
     assert names == {
         "fill-mask-model": "Model", "fill-mask-input": "Text with the mask token [MASK]", "fill-mask-top-k": "top-k",
@@ -379,3 +384,75 @@ def test_mask_hint_and_demo_badge_follow_the_chosen_model(browser, two_models: s
     assert not browser.find_element(By.ID, "fill-mask-error").is_displayed()
     assert len(compute(browser, "fill-mask")) == 5
     assert browser.execute_script("return window.sentBodies")[-1]["model"] == MLM
+
+
+@pytest.fixture(scope="module")
+def with_classifiers(tiny_mlm_model_dir: Path, tiny_classifier_dir: Callable[..., Path]) -> Iterator[str]:
+    """The MLM, a sentiment classifier and a BERT NER model."""
+    dirs = (tiny_mlm_model_dir, tiny_classifier_dir("sentiment"), tiny_classifier_dir("ner", "bert"))
+    with serving(settings_for(*dirs)) as url:
+        yield url
+
+
+def answer(url: str, path: str, body: dict[str, object]) -> Any:
+    response = httpx.post(url + path, json=body, headers={"Authorization": f"Bearer {API_KEY}"})
+    response.raise_for_status()
+    return response.json()
+
+
+def labels_and_scores(rows: list[object]) -> tuple[list[str], list[float]]:
+    from selenium.webdriver.common.by import By
+
+    labels = [row.find_element(By.CLASS_NAME, "bar-label").text for row in rows]  # type: ignore[attr-defined]
+    return labels, shown_scores(rows)
+
+
+def test_classifier_cards(browser, with_classifiers: str) -> None:  # type: ignore[no-untyped-def]
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    url = with_classifiers
+    load(browser, url, DESKTOP)
+    assert model_options(browser, "classify") == [SENTIMENT]
+    assert model_options(browser, "tokens") == [NER]
+    names = {element.get_attribute("id"): element.accessible_name for element in browser.find_elements(By.CSS_SELECTOR, VISIBLE_CONTROLS)}
+    assert {key: names[key] for key in ("classify-input", "classify-pair", "tokens-input", "tokens-aggregation")} == {
+        "classify-input": "Text", "classify-pair": "Second text, for sentence-pair models (optional)",
+        "tokens-input": "Text", "tokens-aggregation": "Grouping",
+    }
+
+    text = browser.find_element(By.ID, "classify-input").get_attribute("value")
+    expected = answer(url, "/classify", {"inputs": text, "model": SENTIMENT, "parameters": {"top_k": None}})
+    labels, scores = labels_and_scores(compute(browser, "classify"))
+    assert labels == [entry["label"] for entry in expected]
+    assert scores == pytest.approx([entry["score"] for entry in expected], abs=5e-4)
+
+    browser.find_element(By.ID, "classify-pair").send_keys("The film was a waste of time.")
+    pair = {"text": text, "text_pair": "The film was a waste of time."}
+    expected = answer(url, "/classify", {"inputs": pair, "model": SENTIMENT, "parameters": {"top_k": None}})
+    labels, scores = labels_and_scores(compute(browser, "classify"))
+    assert labels == [entry["label"] for entry in expected]
+    assert scores == pytest.approx([entry["score"] for entry in expected], abs=5e-4)
+
+    sentence = browser.find_element(By.ID, "tokens-input").get_attribute("value")
+    for strategy in ("simple", "none"):
+        Select(browser.find_element(By.ID, "tokens-aggregation")).select_by_value(strategy)
+        body = {"inputs": sentence, "model": NER, "parameters": {"aggregation_strategy": strategy}}
+        entities = answer(url, "/token-classification", body)
+        assert entities, "the tiny NER model labels something in the example sentence"
+        labels, _ = labels_and_scores(compute(browser, "tokens"))
+        assert labels == [f"{e['word']} · {e.get('entity_group') or e['entity']}" for e in entities]
+        # Each mark is the sentence's own span, tagged with its label.
+        marks = browser.execute_script(
+            "return Array.from(document.querySelectorAll('#tokens-text mark'))"
+            ".map((m) => [m.firstChild.textContent, m.querySelector('.entity-tag').textContent])"
+        )
+        assert marks == [[sentence[e["start"] : e["end"]], e.get("entity_group") or e["entity"]] for e in entities]
+    screenshot(browser, "classifiers-desktop.png")
+
+
+def test_classifier_cards_on_a_phone(browser, with_classifiers: str) -> None:  # type: ignore[no-untyped-def]
+    load(browser, with_classifiers, PHONE)
+    compute(browser, "classify")
+    compute(browser, "tokens")
+    fits_the_phone(browser, "classifiers-phone.png")
