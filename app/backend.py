@@ -465,7 +465,9 @@ def pad_to_bucket(batch: TokenBatch, pad_id: int, shape: tuple[int, int]) -> Pad
     input_ids[: len(batch), :width] = padded.input_ids
     attention_mask[: len(batch), :width] = padded.attention_mask
     attention_mask[len(batch) :, 0] = 1
-    return PaddedBatch(input_ids, attention_mask)
+    token_type_ids = np.zeros_like(input_ids)
+    token_type_ids[: len(batch), :width] = padded.token_type_ids
+    return PaddedBatch(input_ids, attention_mask, token_type_ids)
 
 
 class BucketBuffers:
@@ -513,9 +515,10 @@ class CudaGraphBackend(OnnxBackend):
     def __init__(
         self, model_dir: Path, manifest: Manifest, options: ModelOptions, limits: prov.ShapeLimits, trt_cache_dir: Path
     ) -> None:
-        if "fill-mask" in manifest.tasks:
+        if manifest.tasks != ["embed"]:
             raise prov.ProviderError(
-                "cuda_graph serves embedding-only models: fill-mask outputs change shape with the number of masks"
+                "cuda_graph serves embedding-only models: fill-mask outputs change shape with the number of masks, "
+                "and the bound buffers hold embeddings only"
             )
         super().__init__(model_dir, manifest, options, limits, trt_cache_dir)
         if not self._io_binding:

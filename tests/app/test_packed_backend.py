@@ -202,6 +202,12 @@ class TestBuckets:
         assert padded.input_ids.tolist() == [[101, 7, 102, 0, 0], [101, 102, 0, 0, 0], [0] * 5, [0] * 5]
         assert padded.attention_mask.tolist() == [[1, 1, 1, 0, 0], [1, 1, 0, 0, 0], [1, 0, 0, 0, 0], [1, 0, 0, 0, 0]]
 
+    def test_padding_to_a_bucket_keeps_a_pairs_token_types(self) -> None:
+        pair = TokenItem(np.array([101, 7, 102, 8, 102]), Wants(), type_ids=np.array([0, 0, 0, 1, 1]))
+        batch = TokenBatch.of([pair, TokenItem(np.array([101, 102]), Wants())])
+        padded = pad_to_bucket(batch, PAD, (4, 8))
+        assert padded.token_type_ids.tolist() == [[0, 0, 0, 1, 1, 0, 0, 0], [0] * 8, [0] * 8, [0] * 8]
+
     def test_bucket_buffers_give_the_session_answers_run_after_run(self, tiny_encoder_model_dir: Path) -> None:
         """The bound, preallocated buffers on the CPU (the GPU check runs them on CUDA, where they are captured)."""
         import onnxruntime as ort
@@ -215,14 +221,17 @@ class TestBuckets:
             np.testing.assert_allclose(buffers.run(padded), expected, atol=1e-6)
         assert buffers.runs == 2
 
-    def test_cuda_graphs_are_refused_for_fill_mask_and_off_cuda(
-        self, gpu_variant_dirs: dict[str, Path], tmp_path: Path
+    def test_cuda_graphs_are_refused_for_fill_mask_classifiers_and_off_cuda(
+        self, gpu_variant_dirs: dict[str, Path], tiny_classifier_dir, tmp_path: Path
     ) -> None:
         limits = prov.ShapeLimits(4, 256, 16)
         options = ModelOptions(cuda_graph=True, providers=["cpu"])
         mlm = gpu_variant_dirs["mlm"]
         with pytest.raises(prov.ProviderError, match="cuda_graph serves embedding-only models"):
             CudaGraphBackend(mlm, read_manifest(mlm), options, limits, tmp_path)
+        classifier = tiny_classifier_dir("sentiment", "bert")
+        with pytest.raises(prov.ProviderError, match="cuda_graph serves embedding-only models"):
+            CudaGraphBackend(classifier, read_manifest(classifier), options, limits, tmp_path)
         encoder = gpu_variant_dirs["encoder"]
         with pytest.raises(prov.ProviderError, match=r"cuda_graph needs the CUDA provider with io_binding; the session runs on \['CPU"):
             open_backend(encoder, read_manifest(encoder), options, limits, tmp_path)
