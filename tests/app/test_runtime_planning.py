@@ -3,12 +3,18 @@ as many batches at once as its inference workers."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
+
+from app.backend import OnnxBackend, TokenBatch, TokenItem, Wants
 from app.model_config import ModelOptions
+from app.providers import ShapeLimits
 from app.runtime import inference_workers
 from app.server import create_app
 from app.settings import Settings
+from model_export.manifest import read_manifest
 from tests.app.conftest import FAKE_HIDDEN, serving
 from tests.app.fakes import FakeBackend, factory
 
@@ -45,3 +51,24 @@ def test_inference_workers_default_by_provider_and_follow_the_option() -> None:
     assert inference_workers(ModelOptions(), ["CUDAExecutionProvider", "CPUExecutionProvider"]) == 1
     assert inference_workers(ModelOptions(), ["TensorrtExecutionProvider"]) == 1
     assert inference_workers(ModelOptions(inference_workers=3), ["CUDAExecutionProvider"]) == 3
+
+
+def test_concurrent_runs_on_one_session_give_the_answers_of_runs_one_at_a_time(tiny_mlm_model_dir: Path, tmp_path: Path) -> None:
+    manifest = read_manifest(tiny_mlm_model_dir)
+    backend = OnnxBackend(
+        tiny_mlm_model_dir, manifest, ModelOptions(providers=["cpu"]), ShapeLimits(8, 256, manifest.max_length), tmp_path
+    )
+    options = backend._session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"  # the default: no spinning
+    rng = np.random.default_rng(0)
+    batches = [
+        TokenBatch.of([TokenItem(rng.integers(1000, 2000, int(length)), Wants()) for length in rng.integers(3, 30, 4)])
+        for _ in range(16)
+    ]
+    alone = [backend.run(batch) for batch in batches]
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(backend.run, batches))
+    for one, other in zip(alone, together, strict=True):
+        np.testing.assert_allclose(
+            np.stack([item.embedding for item in one]), np.stack([item.embedding for item in other]), rtol=1e-5, atol=1e-6
+        )
