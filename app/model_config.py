@@ -116,7 +116,10 @@ class ModelOptions(BaseModel):
     max_wait_ms: float = Field(
         default=1.0,
         ge=0,
-        description="How long an idle worker waits for more inputs before running a batch that is not full.",
+        description=(
+            "How long an input waits, from its arrival, for others to join its batch when a worker is free "
+            "(a full batch goes at once; inputs left over by the last batch have waited already and go at once)."
+        ),
     )
     max_queue: int = Field(
         default=2048,
