@@ -62,7 +62,7 @@ class EmbeddingResult:
 
 @dataclass(frozen=True)
 class Answer:
-    """What the inference thread hands back for one item: nothing vocabulary-wide survives a batch."""
+    """What an inference thread hands back for one item: nothing vocabulary-wide survives a batch."""
 
     embedding: np.ndarray | None
     candidates: tasks.MaskCandidates | None
@@ -176,7 +176,7 @@ class ModelRuntime:
         await self.batcher.close()
 
     async def _warm_up(self) -> None:
-        # Runs on the inference thread, so requests that arrive meanwhile queue behind it.
+        # Runs on an inference thread; requests that arrive meanwhile queue (or take the other workers).
         shapes = self.limits.warmup_shapes() if self.options.warmup else []
         special = self.manifest.special_tokens
         started = time.perf_counter()
@@ -207,7 +207,7 @@ class ModelRuntime:
         return self.batcher.cost_model
 
     def _calibrate(self) -> CostModel:
-        """Time a few batch shapes on the backend (inference thread) and fit the planner's cost model."""
+        """Time a few batch shapes on the backend (on an inference thread) and fit the planner's cost model."""
         special, mask_id = self.manifest.special_tokens, self.tokenizer.mask_id
         shapes = calibration_shapes(self.limits.max_length, self.options.max_batch_size, self.options.max_batch_tokens)
         batches = {shape: warmup_batch(*shape, special.cls.id, special.sep.id, mask_id) for shape in shapes}
