@@ -4,8 +4,9 @@ tokenized, so a full server answers 429 at once instead of after parsing, tokeni
 Two bounds, per model:
 - inputs admitted (tokenizing, queued or running) stay within `max_queue`;
 - the expected wait of a new request, the tokens admitted ahead of it divided by the measured
-  throughput, stays within `max_queue_ms`: what could not start in time is refused now rather than
-  accepted to wait half a minute. An idle model admits any request that passes validation.
+  throughput (a batch's rate times the batches that run at once), stays within `max_queue_ms`: what
+  could not start in time is refused now rather than accepted to wait half a minute. An idle model
+  admits any request that passes validation.
 """
 
 from __future__ import annotations
@@ -57,13 +58,14 @@ class Permit:
 
 
 class Admission:
-    def __init__(self, max_inputs: int, max_wait_s: float | None, retry_after_s: int) -> None:
+    def __init__(self, max_inputs: int, max_wait_s: float | None, retry_after_s: int, parallelism: int = 1) -> None:
         self.max_inputs = max_inputs
         self.max_wait_s = max_wait_s
         self.retry_after_s = retry_after_s
         self.inputs = 0
         self.tokens = 0
-        self.tokens_per_s: float | None = None
+        self.tokens_per_s: float | None = None  # of one batch while it runs
+        self.parallelism = parallelism  # batches that run at once
 
     def admit(self, inputs: int, tokens: int) -> Permit:
         """A permit for the request, or Overloaded (429 with Retry-After) when it must not enter."""
@@ -84,7 +86,7 @@ class Admission:
         """Seconds until the tokens admitted so far are done, at the measured throughput (0 unmeasured)."""
         if not self.tokens or not self.tokens_per_s:
             return 0.0
-        return self.tokens / self.tokens_per_s
+        return self.tokens / (self.tokens_per_s * self.parallelism)
 
     def observe(self, tokens: int, seconds: float) -> None:
         """Fold one batch (real tokens and its inference time) into the throughput estimate."""

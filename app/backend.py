@@ -1,8 +1,9 @@
 """The Backend contract and the onnxruntime backend (one warm session per model).
 
 A backend knows token ids and arrays, never HTTP. It receives a TokenBatch (flat ids plus offsets,
-and what each item wants back) on the batcher's single worker thread and returns one ItemOutput
-per item. Padding, where the engine needs it, happens inside the backend.
+and what each item wants back) on one of the batcher's inference threads (`inference_workers` of
+them may call `run` at once) and returns one ItemOutput per item. Padding, where the engine needs
+it, happens inside the backend.
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ class BackendInfo:
 
 
 class Backend(Protocol):
-    """One model's inference engine: a warm session, run from one thread.
+    """One model's inference engine: a warm session, run from the batcher's inference threads.
 
     `is_padded` tells the batcher how a batch costs: longest x count for a backend that pads,
     the sum of the lengths for one that does not.
@@ -187,7 +188,8 @@ def warmup_batch(batch: int, length: int, cls_id: int, sep_id: int, mask_id: int
 
 
 class OnnxBackend:
-    """One onnxruntime session, created once, run from one thread. It pads: the fused attention
+    """One onnxruntime session, created once, run from the batcher's inference threads (onnxruntime's
+    `run` is thread-safe; concurrent runs share the intra-op threads). It pads: the fused attention
     of the exported graph takes [batch, longest] tensors with an attention mask."""
 
     is_padded = True
@@ -356,6 +358,10 @@ def _create_session(
     session_options = ort.SessionOptions()
     session_options.intra_op_num_threads = options.intra_op_threads
     session_options.inter_op_num_threads = 1
+    if not options.intra_op_spinning:
+        # Spinning threads keep cores busy between operators and between batches; on a shared or small
+        # machine that CPU is taken from tokenization and from the other batch that runs at the same time.
+        session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session_options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     # The exporter already fused the graph; the extended level re-checks fusions cheaply.
     session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED

@@ -4,13 +4,17 @@ Promises (each has a test in tests/app/test_batcher.py):
 - each submitted item is its own queue entry, and every accepted entry's future gets a result or an error;
 - a batch holds at most `max_batch_size` items, `max_batch_tokens` tokens of cost (longest item x
   count for a backend that pads, the sum of lengths for one that does not) and `max_batch_rows`
-  output rows, built around the oldest entry from entries of similar length;
+  output rows, built around the oldest entry from entries of similar length; for a backend that
+  pads, with a cost model (app/cost_model.py), the batch that costs least per real token, so a CPU
+  runs several small batches of similar length rather than one large ragged one;
+- the oldest entry waits at most `max_wait_s` for company; entries left over by the last plan go at once;
 - a full queue refuses a submission at once (`Overloaded`), all or nothing;
 - entries whose future was cancelled (the client went away) are dropped, never run;
 - a failure while preparing or running a batch fails that batch's entries only;
 - if the loop itself dies, every pending entry fails and `healthy` turns False;
-- `run` happens on a single worker thread, so the event loop stays free and one warm session serves
-  every batch; when two full batches wait, `prepare` of the next batch overlaps `run` of the current one.
+- `run` happens on `workers` inference threads (one by default), so the event loop stays free and one
+  warm session serves every batch, up to `workers` batches at once; when two full batches wait while
+  every worker is busy, `prepare` of the next batch overlaps the running ones.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
+import numpy as np
+
+from app.cost_model import CostModel
 from app.errors import BackendError, Overloaded, ServiceError, Unhealthy
 
 log = logging.getLogger("distilserve.batcher")
@@ -90,16 +97,21 @@ def plan_batch(
     padded: bool = True,
     rows: Sequence[int] | None = None,
     max_rows: int | None = None,
+    cost_model: CostModel | None = None,
 ) -> list[int]:
     """Choose queue positions for the next batch; `lengths` is in arrival order.
 
-    The oldest entry is always taken (so nothing starves); the others are added closest length first
-    while the batch's cost (`batch_cost`) stays within the token budget and, when given, the sum of
-    the entries' `rows` (output rows such as fill-mask logits) within `max_rows`. The result is
-    sorted by length.
+    The oldest entry is always taken (so nothing starves), and the batch's cost (`batch_cost`) stays
+    within the token budget, its size within `max_batch_size` and, when given, the sum of the entries'
+    `rows` (output rows such as fill-mask logits) within `max_rows`. The result is sorted by length.
+
+    With a `cost_model` and a backend that pads, the batch is the one that costs least per real token
+    (`plan_by_cost`); otherwise entries are added closest length first until a budget is reached.
     """
     if not lengths:
         return []
+    if padded and cost_model is not None:
+        return plan_by_cost(lengths, max_batch_tokens, max_batch_size, cost_model, rows=rows, max_rows=max_rows)
     head = lengths[0]
     chosen = [0]
     longest, total, taken_rows = head, head, rows[0] if rows else 0
@@ -117,6 +129,48 @@ def plan_batch(
     return sorted(chosen, key=lambda index: (lengths[index], index))
 
 
+def plan_by_cost(
+    lengths: Sequence[int],
+    max_batch_tokens: int,
+    max_batch_size: int,
+    cost_model: CostModel,
+    *,
+    rows: Sequence[int] | None = None,
+    max_rows: int | None = None,
+) -> list[int]:
+    """The batch around the oldest entry (position 0) with the least estimated cost per real token.
+
+    For a padded length L and a size n the cost is fixed, so the best batch of that shape takes the n - 1
+    longest entries no longer than L (older first among equals): every (L, n) is one candidate, scored
+    at once with prefix sums. Padding a short input to a long one costs more than running it later in
+    a batch of its own length, unless the per-batch overhead outweighs that; the cost model decides.
+    Among candidates that cost the same per token, the one with the most real tokens wins (it drains
+    the queue fastest).
+    """
+    head = lengths[0]
+    # The others by length, older first among equals at the top of each run of equal lengths.
+    others = sorted(range(1, len(lengths)), key=lambda index: (lengths[index], -index))
+    sorted_lengths = np.array([lengths[index] for index in others], dtype=np.int64)
+    token_sums = np.concatenate([[0], np.cumsum(sorted_lengths)])
+    padded_lengths = np.unique(np.concatenate([[head], sorted_lengths[sorted_lengths >= head]]))
+    eligible = np.searchsorted(sorted_lengths, padded_lengths, side="right")[:, None]  # entries <= L
+    extra = np.arange(max_batch_size)[None, :]  # entries besides the head
+    length = padded_lengths[:, None]
+    feasible = (extra <= eligible) & ((extra + 1) * length <= max_batch_tokens)
+    first = np.maximum(eligible - extra, 0)
+    if rows is not None and max_rows is not None:
+        row_sums = np.concatenate([[0], np.cumsum([rows[index] for index in others])])
+        feasible &= rows[0] + row_sums[eligible] - row_sums[first] <= max_rows
+    real = head + token_sums[eligible] - token_sums[first]
+    cost = cost_model.overhead_s + (extra + 1) * length * (cost_model.per_token_s + cost_model.per_token_length_s * length)
+    per_token = np.where(feasible, cost / real, np.inf)
+    near_best = per_token <= per_token.min() * (1 + 1e-9)
+    best = np.unravel_index(np.argmax(np.where(near_best, real, -1)), real.shape)
+    end, count = int(eligible[best[0], 0]), int(extra[0, best[1]])
+    chosen = [0, *others[end - count : end]]
+    return sorted(chosen, key=lambda index: (lengths[index], index))
+
+
 class Batcher(Generic[ItemT, PreparedT, OutputT]):
     def __init__(
         self,
@@ -131,12 +185,17 @@ class Batcher(Generic[ItemT, PreparedT, OutputT]):
         planning_window: int | None = None,
         padded: bool = True,
         max_batch_rows: int | None = None,
+        cost_model: CostModel | None = None,
+        workers: int = 1,
     ) -> None:
         self._processor = processor
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_size = max_batch_size
         self.padded = padded
         self.max_batch_rows = max_batch_rows
+        # Replaced once the runtime has calibrated it; None plans by token budget alone.
+        self.cost_model = cost_model
+        self.workers = workers
         self.max_wait_s = max_wait_s
         self.max_queue = max_queue
         self.retry_after_s = retry_after_s
@@ -146,9 +205,9 @@ class Batcher(Generic[ItemT, PreparedT, OutputT]):
         self._queue: deque[_Entry[ItemT]] = deque()
         self._queued_tokens = 0
         self._changed = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="distilserve-infer")
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="distilserve-infer")
         self._task: asyncio.Task[None] | None = None
-        self._running: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
         self._closing = False
         self._failure: str | None = None
 
@@ -165,7 +224,7 @@ class Batcher(Generic[ItemT, PreparedT, OutputT]):
             self._task = asyncio.get_running_loop().create_task(self._loop_guarded(), name="distilserve-batcher")
 
     async def call_in_worker(self, function: Callable[[], Any]) -> Any:
-        """Run `function` on the inference thread (warm-up), serialized with batches."""
+        """Run `function` on an inference thread (warm-up, calibration), alongside batches."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, function)
 
     def submit(
@@ -245,7 +304,14 @@ class Batcher(Generic[ItemT, PreparedT, OutputT]):
                 return
 
     def _worker_idle(self) -> bool:
-        return self._running is None or self._running.done()
+        return len(self._running) < self.workers
+
+    def _join_wait_s(self) -> float:
+        """What is left of the oldest entry's short wait for company: entries left over from the last
+        plan have waited already, so they go at once and the worker runs small batches back to back."""
+        if not self._queue:
+            return self.max_wait_s
+        return max(0.0, self.max_wait_s - (time.perf_counter() - self._queue[0].enqueued))
 
     async def _loop(self) -> None:
         while True:
@@ -255,9 +321,9 @@ class Batcher(Generic[ItemT, PreparedT, OutputT]):
             if self._worker_idle():
                 # A short wait lets concurrent requests join; a full batch or shutdown goes at once.
                 if not self._closing:
-                    await self._wait_until(lambda: self._full_batch_waiting() or self._closing, self.max_wait_s)
+                    await self._wait_until(lambda: self._full_batch_waiting() or self._closing, self._join_wait_s())
             else:
-                # The worker is busy: keep collecting until it frees up. Prepare early only when two full
+                # Every worker is busy: keep collecting until one frees up. Prepare early only when two full
                 # batches wait, so the planner still has lengths to choose from (less padding).
                 await self._wait_until(lambda: self._worker_idle() or self._full_batch_waiting(2), None)
             batch = self._take_batch()
@@ -269,12 +335,17 @@ class Batcher(Generic[ItemT, PreparedT, OutputT]):
                 log.exception("preparing a batch of %d failed; failing that batch only", len(batch))
                 self._fail_batch(batch, BackendError("inference failed"))
                 continue
-            if self._running is not None:
-                await self._running
-            self._running = asyncio.get_running_loop().create_task(self._run_batch(batch, prepared))
-            self._running.add_done_callback(lambda _: self._changed.set())
-        if self._running is not None:
-            await self._running
+            while not self._worker_idle():
+                await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
+            running = asyncio.get_running_loop().create_task(self._run_batch(batch, prepared))
+            self._running.add(running)
+            running.add_done_callback(self._batch_done)
+        if self._running:
+            await asyncio.wait(self._running)
+
+    def _batch_done(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._changed.set()
 
     def _take_batch(self) -> list[_Entry[ItemT]]:
         while self._queue and self._queue[0].future.done():  # cancelled by a departed client
@@ -287,6 +358,7 @@ class Batcher(Generic[ItemT, PreparedT, OutputT]):
             padded=self.padded,
             rows=[entry.rows for entry in window] if self.max_batch_rows is not None else None,
             max_rows=self.max_batch_rows,
+            cost_model=self.cost_model,
         )
         batch = [window[position] for position in positions]
         taken = set(map(id, batch))

@@ -26,10 +26,11 @@ from app import tasks
 from app.admission import Admission, Permit, estimate_tokens
 from app.backend import Backend, ItemOutput, TokenBatch, TokenItem, Wants, warmup_batch
 from app.batcher import Batcher, BatchStats, ItemResult
+from app.cost_model import DEFAULT_COST_MODEL, CostModel, calibrate, calibration_shapes
 from app.errors import BackendError, InvalidInput, Unhealthy
 from app.metrics import ModelMetrics
 from app.model_config import ModelOptions
-from app.providers import ShapeLimits
+from app.providers import CPU, ShapeLimits
 from app.tokenizer import Direction, TextTokenizer, Token, is_blank
 from app.workers import WorkerPool
 
@@ -67,7 +68,7 @@ class EmbeddingResult:
 
 @dataclass(frozen=True)
 class Answer:
-    """What the inference thread hands back for one item: nothing vocabulary-wide survives a batch."""
+    """What an inference thread hands back for one item: nothing vocabulary-wide survives a batch."""
 
     embedding: np.ndarray | None
     candidates: tasks.MaskCandidates | None
@@ -99,6 +100,14 @@ def _answer(output: ItemOutput, wants: Wants) -> Answer:
     return Answer(output.embedding if wants.embedding else None, candidates, output.logits)
 
 
+def inference_workers(options: ModelOptions, providers: Sequence[str]) -> int:
+    """Batches run at once: as configured, else 2 on CPU (measured: see the option's description) and 1
+    on a GPU, where one batch already fills the device and a second would only double its memory."""
+    if options.inference_workers is not None:
+        return options.inference_workers
+    return 2 if not providers or providers[0] == CPU else 1
+
+
 class ModelRuntime:
     def __init__(
         self,
@@ -118,8 +127,12 @@ class ModelRuntime:
         self.metrics = metrics
         self.workers = workers
         self.limits = ShapeLimits(options.max_batch_size, options.max_batch_tokens, tokenizer.max_length)
+        self.inference_workers = inference_workers(options, backend.info.providers)
         self.admission = Admission(
-            options.max_queue, options.max_queue_ms / 1000 if options.max_queue_ms else None, retry_after_s
+            options.max_queue,
+            options.max_queue_ms / 1000 if options.max_queue_ms else None,
+            retry_after_s,
+            parallelism=self.inference_workers,
         )
         # Computed at each scrape, so it is current without a refresh in the /metrics route.
         metrics.expected_wait.set_function(self.admission.expected_wait_s)
@@ -133,6 +146,9 @@ class ModelRuntime:
             on_batch=self._observe_batch,
             padded=backend.is_padded,
             max_batch_rows=options.max_batch_mask_rows if "fill-mask" in manifest.tasks else None,
+            # Calibrated at warm-up; a padding-free backend plans by summed tokens and needs none.
+            cost_model=DEFAULT_COST_MODEL if backend.is_padded else None,
+            workers=self.inference_workers,
         )
         self.warmed = False
         self.warmup_error: str | None = None
@@ -175,7 +191,7 @@ class ModelRuntime:
         await self.batcher.close()
 
     async def _warm_up(self) -> None:
-        # Runs on the inference thread, so requests that arrive meanwhile queue behind it.
+        # Runs on an inference thread; requests that arrive meanwhile queue (or take the other workers).
         shapes = self.limits.warmup_shapes() if self.options.warmup else []
         special = self.manifest.special_tokens
         started = time.perf_counter()
@@ -190,8 +206,33 @@ class ModelRuntime:
                 return
             # The first measure of throughput, so admission can bound waits from the first request on.
             self.admission.observe(batch * length, time.perf_counter() - shape_started)
+        if self.options.warmup and self.backend.is_padded:
+            try:
+                self.batcher.cost_model = await self.batcher.call_in_worker(self._calibrate)
+            except Exception as error:
+                self.warmup_error = f"{type(error).__name__}"
+                log.exception("%s: calibrating the batch cost model failed; the server will not report ready", self.model_id)
+                return
         self.warmed = True
         log.info("%s ready: warmed up at %s in %.2fs", self.model_id, shapes, time.perf_counter() - started)
+
+    @property
+    def cost_model(self) -> CostModel | None:
+        """What the planner believes a padded batch costs (None for a padding-free backend)."""
+        return self.batcher.cost_model
+
+    def _calibrate(self) -> CostModel:
+        """Time a few batch shapes on the backend (on an inference thread) and fit the planner's cost model."""
+        special, mask_id = self.manifest.special_tokens, self.tokenizer.mask_id
+        shapes = calibration_shapes(self.limits.max_length, self.options.max_batch_size, self.options.max_batch_tokens)
+        batches = {shape: warmup_batch(*shape, special.cls.id, special.sep.id, mask_id) for shape in shapes}
+        model = calibrate(lambda rows, length: self.backend.run(batches[rows, length]), shapes)
+        log.info(
+            "%s batch cost model: %.3f ms + %.2f us/token + %.3f ns/token/length (fit error %.1f%%)",
+            self.model_id, model.overhead_s * 1e3, model.per_token_s * 1e6, model.per_token_length_s * 1e9,
+            (model.fit_error or 0) * 100,
+        )
+        return model
 
     def _observe_batch(self, stats: BatchStats) -> None:
         self.metrics.observe_batch(stats)

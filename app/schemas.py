@@ -137,6 +137,20 @@ class Ready(BaseModel):
     models: dict[str, str] | None = Field(default=None, description="Each model that is not ready, with why.")
 
 
+class CostModelInfo(BaseModel):
+    """The batch planner's estimate of what a padded batch costs (app/cost_model.py)."""
+
+    overhead_ms: float = Field(description="Fixed cost of one batch.")
+    per_token_us: float = Field(description="Cost of each padded token.")
+    per_token_length_ns: float = Field(description="Cost of each padded token per token of padded length (attention).")
+    source: Literal["calibrated", "default"] = Field(
+        description="`calibrated`: timed on this model and machine at warm-up; `default`: not measured (warm-up off)."
+    )
+    shapes: list[list[int]] = Field(description="The (rows, length) batch shapes timed.")
+    repeats: int = Field(description="Timed runs per shape; the fastest counts.")
+    fit_error: float | None = Field(description="Root-mean-square relative error of the fit over the shapes.")
+
+
 class ModelInfo(BaseModel):
     """One served model (TEI's /info fields, per model)."""
 
@@ -165,6 +179,11 @@ class ModelInfo(BaseModel):
     demo: bool = Field(description="True for the offline demo model (an MLM head trained here, not the original).")
     model_selection_reason: str
     ready: bool
+    inference_workers: int = Field(description="Batches this model runs at once on its one session.")
+    intra_op_threads: int = Field(description="onnxruntime intra-op threads of each run (0: onnxruntime's choice).")
+    cost_model: CostModelInfo | None = Field(
+        description="What the planner believes a padded batch costs; null for a padding-free backend."
+    )
 
 
 class Info(ModelInfo):

@@ -13,7 +13,7 @@ from app import __version__
 from app.registry import Registry
 from app.routes.common import registry_of
 from app.runtime import ModelRuntime
-from app.schemas import Health, Info, ModelInfo, Ready
+from app.schemas import CostModelInfo, Health, Info, ModelInfo, Ready
 from app.settings import Settings
 
 probes = APIRouter(tags=["operations"])
@@ -98,6 +98,9 @@ def model_info(registry: Registry, runtime: ModelRuntime) -> ModelInfo:
         demo=selection.demo or manifest.demo,
         model_selection_reason=selection.reason,
         ready=runtime.ready,
+        inference_workers=runtime.inference_workers,
+        intra_op_threads=options.intra_op_threads,
+        cost_model=CostModelInfo(**runtime.cost_model.describe()) if runtime.cost_model is not None else None,
     )
 
 

@@ -15,12 +15,23 @@ from app.backend import BackendInfo, ItemOutput, TokenBatch
 
 
 @dataclass
+class FakeClock:
+    """A timer that moves only when told: calibration reads it instead of the wall clock."""
+
+    now: float = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
 class FakeBackend:
     """Outputs depend only on each item's own ids (never on its batch).
 
     `delay_s` sleeps per batch, `delay_per_token_s` per real token (a predictable throughput);
     `fail_if(batch)` raising or returning True fails the batch; `batches` records each batch's real
-    lengths for the batching tests; `is_padded` says which cost the batcher plans with.
+    lengths for the batching tests; `is_padded` says which cost the batcher plans with. With a `clock`,
+    each batch advances it by `run_time(rows, longest)` instead of sleeping: a known cost to calibrate.
     """
 
     hidden_size: int = 8
@@ -32,6 +43,8 @@ class FakeBackend:
     fail_if: Callable[[TokenBatch], Any] | None = None
     is_padded: bool = True
     batches: list[list[int]] = field(default_factory=list)
+    clock: FakeClock | None = None
+    run_time: Callable[[int, int], float] = lambda rows, length: 0.0
     info: BackendInfo = field(
         default_factory=lambda: BackendInfo("fp32", "float32", ["FakeExecutionProvider"], ["FakeExecutionProvider"], False)
     )
@@ -51,6 +64,8 @@ class FakeBackend:
         lengths = batch.lengths
         with self._lock:
             self.batches.append([int(length) for length in lengths])
+        if self.clock is not None:
+            self.clock.now += self.run_time(len(lengths), int(lengths.max()))
         delay = self.delay_s + self.delay_per_token_s * int(lengths.sum())
         if delay:
             time.sleep(delay)

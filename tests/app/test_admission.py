@@ -49,6 +49,13 @@ class TestAdmission:
             idle.admit(1, 10)  # 6.8 s ahead, 5.8 s over the bound
         assert refused.value.headers == {"Retry-After": "6"}
 
+    def test_batches_that_run_at_once_shorten_the_expected_wait(self) -> None:
+        admission = Admission(max_inputs=100, max_wait_s=1.0, retry_after_s=1, parallelism=2)
+        admission.observe(tokens=1000, seconds=1.0)  # each of two concurrent batches: 1,000 tokens/s
+        admission.admit(1, 1800)
+        assert admission.expected_wait_s() == pytest.approx(0.9)
+        admission.admit(1, 10)  # 0.9 s ahead, not 1.8 s: admitted
+
     def test_an_idle_model_admits_anything_and_unmeasured_throughput_bounds_by_count_only(self) -> None:
         admission = Admission(max_inputs=100, max_wait_s=0.001, retry_after_s=1)
         admission.admit(1, 10**6)  # nothing measured yet: no wait can be estimated

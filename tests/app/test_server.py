@@ -50,7 +50,8 @@ def test_warm_up_runs_the_largest_configured_shapes_before_ready(fake_model_dir:
     settings = settings_for(fake_model_dir, max_batch_tokens=256, max_batch_size=16)
     with serving(create_app(settings, factory(backend))):
         seen = [(len(batch), batch[0]) for batch in backend.batches]
-    assert seen == [(8, 32), (16, 16)]  # longest inputs (32 = max length) and the widest batch
+    assert seen[:2] == [(8, 32), (16, 16)]  # longest inputs (32 = max length) and the widest batch
+    assert all(size * length <= 256 for size, length in seen[2:])  # then the cost model's calibration shapes
 
 
 def test_not_ready_until_warm_up_finishes(fake_model_dir: Path) -> None:
