@@ -312,7 +312,13 @@ def write_gpu_kit(kit: Path, corpus_dir: Path = corpus_recipe.DEFAULT_CORPUS_DIR
     write_tokenizer(base)
     distill_config = config.distill_config(kit / KIT_CORPUS, Path("OUT"))
     pack(str(base), [str(text_dir)], kit / KIT_CORPUS, distill_config.max_length, distill_config.heldout_percent)
-    arguments = command_line(distill_config)
+    write_kit_script(kit, config)
+    say(f"wrote {kit}: {sum(p.stat().st_size for p in kit.rglob('*') if p.is_file()) / 1e6:.1f} MB")
+    return kit
+
+
+def write_kit_script(kit: Path, config: TrainConfig = GPU_CONFIG) -> Path:
+    arguments = command_line(config.distill_config(kit / KIT_CORPUS, Path("OUT")))
     arguments[:2] = [f'"$KIT/{KIT_BASE}"', f'"$KIT/{KIT_CORPUS}"']
     arguments[arguments.index("--out") + 1] = "/tmp/demo-student"
     # The host returns few files of at most 16 MB: the output comes back as a log and two tar parts.
@@ -322,8 +328,7 @@ def write_gpu_kit(kit: Path, corpus_dir: Path = corpus_recipe.DEFAULT_CORPUS_DIR
               "tar cf - -C /tmp demo-student | split -b 15000000 - \"$OUT/demo-student.tar.part-\"\n")
     (kit / KIT_SCRIPT).write_text(script)
     (kit / KIT_SCRIPT).chmod(0o755)
-    say(f"wrote {kit}: {sum(p.stat().st_size for p in kit.rglob('*') if p.is_file()) / 1e6:.1f} MB")
-    return kit
+    return kit / KIT_SCRIPT
 
 
 def train(config: TrainConfig = TrainConfig(), corpus_dir: Path = corpus_recipe.DEFAULT_CORPUS_DIR,
