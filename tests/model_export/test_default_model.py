@@ -127,6 +127,25 @@ def test_train_demo_runs_the_distill_command_teacher_free() -> None:
     assert (parsed.trained_only, parsed.max_file_mb) == (config.trained_only, config.max_file_mb)
 
 
+def test_the_gpu_kit_script_runs_the_same_training_on_cuda(tmp_path: Path) -> None:
+    """The GPU host's one command is the demo's training with the GPU settings: its arguments parse
+    into GPU_CONFIG's configuration, on CUDA, with its output bounded for the trip back."""
+    import shlex
+
+    from model_export.default_model.train import GPU_CONFIG, write_kit_script
+    from model_export.distill.__main__ import build_parser, make_config
+
+    script = write_kit_script(tmp_path).read_text()
+    line = next(line for line in script.splitlines() if "model_export.distill" in line)
+    arguments = shlex.split(line.split("model_export.distill", 1)[1].split("2>&1")[0].replace('"$@"', ""))
+    parsed = make_config(vars(build_parser().parse_args(arguments)))
+    expected = GPU_CONFIG.distill_config(Path("$KIT/corpus.npz"), Path("/tmp/demo-student"))
+    assert parsed.device == "cuda" and parsed.trained_only and parsed.corpus == ("$KIT/corpus.npz",)
+    for name in ("teacher_free", "freeze", "max_steps", "batch_tokens", "lr", "alpha_mlm", "alpha_cos", "student_layers"):
+        assert getattr(parsed, name) == getattr(expected, name), name
+    assert "split -b 15000000" in script, "files of at most 16 MB come back"
+
+
 def test_training_log_beats_the_baselines_and_matches_the_card() -> None:
     log = json.loads(TRAINING_LOG.read_text())
     card = CARD.read_text()
