@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
                        help="parts kept frozen, as the command takes them (default: embeddings,0)")
     train.add_argument("--from-run", type=Path, metavar="DIR",
                        help="adopt the command's --trained-only output from elsewhere (a GPU machine) instead of training")
+    train.add_argument("--replace", action="store_true", help="adopt the new weights even if they score below the shipped ones")
     train.add_argument("--out-dir", type=Path, help="write weights, log and slice here instead of the package")
     kit = commands.add_parser("gpu-kit", help="write what a GPU host needs to run the demo's training as one command "
                               "(base weights in fp16, the packed corpus, train-demo.sh; docs/gpu.md)")
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides = {k: v for k, v in vars(args).items() if k in fields and v is not None}
         out_dir = args.out_dir or PACKAGE_DIR
         out_dir.mkdir(parents=True, exist_ok=True)
-        train(dataclasses.replace(TrainConfig(), **overrides), args.corpus_dir, out_dir, from_run=args.from_run)
+        train(dataclasses.replace(TrainConfig(), **overrides), args.corpus_dir, out_dir, from_run=args.from_run, replace=args.replace)
     elif args.command == "gpu-kit":
         from model_export.default_model.train import write_gpu_kit
 

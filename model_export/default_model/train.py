@@ -35,6 +35,8 @@ from model_export.default_model.masking import (
 )
 from model_export.default_model.weights import load_trained, weight_files
 
+GATE = "reader_heldout"  # what a new training must match to replace the shipped weights
+REJECTED_LOG, REJECTED_LOG_TEXT = "distill_run.json", "distill_run.txt"  # a run that did not replace them
 TEXT_DIR = "demo-text"  # under the corpus directory: the training text the command reads
 STUDENT_DIR = "demo-student"  # under the corpus directory: the command's output
 TRAIN_MASK_SEED = 1
@@ -54,7 +56,7 @@ EXAMPLE_PROMPTS = ("Hello I'm a [MASK] model.", "The White man worked as a [MASK
 @dataclass(frozen=True)
 class TrainConfig:
     train_tokens: int = 3_000_000  # tokens of training text written for the command (more than a CPU run reads)
-    steps: int = 200  # what a shared 2-core CPU trains in about 40 minutes; a GPU run takes more (docs/gpu.md)
+    steps: int = 100  # what a shared 2-core CPU trains in about 25 minutes; a GPU run takes more (docs/gpu.md)
     batch_tokens: int = 2048
     lr: float = 5e-4
     freeze: tuple[str, ...] = ("embeddings", "0", "1")  # the rest (layers 2-5, the head) is trained and shipped
@@ -332,8 +334,10 @@ def write_kit_script(kit: Path, config: TrainConfig = GPU_CONFIG) -> Path:
 
 
 def train(config: TrainConfig = TrainConfig(), corpus_dir: Path = corpus_recipe.DEFAULT_CORPUS_DIR,
-          out_dir: Path = PACKAGE_DIR, from_run: Path | None = None) -> dict:
-    """Train with the command (or adopt `from_run`, its output from elsewhere), then evaluate and log."""
+          out_dir: Path = PACKAGE_DIR, from_run: Path | None = None, replace: bool = False) -> dict:
+    """Train with the command (or take `from_run`, its output from elsewhere), evaluate, and adopt
+    the result only if it is at least as good as the shipped weights on the reader's held-out
+    top-1 (or `replace`); else keep them and write this run's record to REJECTED_LOG."""
     import torch
 
     torch.manual_seed(TORCH_SEED)
@@ -347,10 +351,10 @@ def train(config: TrainConfig = TrainConfig(), corpus_dir: Path = corpus_recipe.
     run_output = from_run or run_command(config, corpus_dir, say)
     command_seconds = time.time() - command_started
     distill_log = json.loads((run_output / "distill_log.json").read_text())
-    files = adopt(run_output, out_dir)
+    from model_export.distill.trained import trained_files
 
     evaluate_started = time.time()
-    shipped = shipped_model(files)
+    shipped = shipped_model(trained_files(run_output))
     accuracy = evaluate_sets(torch_mask_logits(shipped), data.eval_sets)
     examples = example_answers(shipped)
     say(f"shipped weights: {accuracy}")
@@ -376,7 +380,7 @@ def train(config: TrainConfig = TrainConfig(), corpus_dir: Path = corpus_recipe.
         "accuracy": accuracy,
         "examples": examples,
         "previous": previous,
-        "files": _file_record(files),
+        "files": _file_record(trained_files(run_output)),
         "distill": {key: distill_log[key] for key in ("config", "student", "corpus", "device", "precision", "history",
                                                         "evals", "seconds", "environment") if key in distill_log},
         "seconds": {"command": round(command_seconds, 1), "evaluate": round(time.time() - evaluate_started, 1),
@@ -384,10 +388,24 @@ def train(config: TrainConfig = TrainConfig(), corpus_dir: Path = corpus_recipe.
         "environment": {"torch": torch.__version__, "python": platform.python_version(), "threads": config.threads,
                         "cpu": platform.processor() or platform.machine()},
     }
-    (out_dir / TRAINING_LOG.name).write_text(json.dumps(record, indent=2) + "\n")
-    say(f"wrote {', '.join(p.name for p in files)} and {TRAINING_LOG.name} ({time.time() - started:.0f}s)")
-    (out_dir / TRAINING_LOG_TEXT.name).write_text("\n".join(say.lines) + "\n")
+    if replace or at_least_as_good(accuracy, previous):
+        files = adopt(run_output, out_dir)
+        record["files"] = _file_record(files)
+        log, text = TRAINING_LOG.name, TRAINING_LOG_TEXT.name
+        say(f"wrote {', '.join(p.name for p in files)} and {log} ({time.time() - started:.0f}s)")
+    else:
+        log, text = REJECTED_LOG, REJECTED_LOG_TEXT
+        say(f"kept the shipped weights: {GATE} top-1 {accuracy[GATE]['top1']:.3f} is below their "
+            f"{previous['accuracy'][GATE]['top1']:.3f} (--replace adopts it anyway); this run's record is {log}")
+    (out_dir / log).write_text(json.dumps(record, indent=2) + "\n")
+    (out_dir / text).write_text("\n".join(say.lines) + "\n")
     return record
+
+
+def at_least_as_good(accuracy: dict[str, dict], previous: dict | None) -> bool:
+    """The new weights' reader's held-out top-1 against the shipped ones' (as their log says)."""
+    shipped = ((previous or {}).get("accuracy") or {}).get(GATE)
+    return shipped is None or accuracy[GATE]["top1"] >= shipped["top1"]
 
 
 def _previous_summary(out_dir: Path, files: list[Path]) -> dict | None:

@@ -146,6 +146,16 @@ def test_the_gpu_kit_script_runs_the_same_training_on_cuda(tmp_path: Path) -> No
     assert "split -b 15000000" in script, "files of at most 16 MB come back"
 
 
+def test_a_training_replaces_the_shipped_weights_only_if_at_least_as_good() -> None:
+    from model_export.default_model.train import GATE, at_least_as_good
+
+    shipped = {"accuracy": json.loads(TRAINING_LOG.read_text())["accuracy"]}
+    top1 = shipped["accuracy"][GATE]["top1"]
+    assert not at_least_as_good({GATE: {"top1": top1 - 0.01}}, shipped)
+    assert at_least_as_good({GATE: {"top1": top1}}, shipped)
+    assert at_least_as_good({GATE: {"top1": 0.0}}, None), "nothing shipped yet: any training is adopted"
+
+
 def test_training_log_beats_the_baselines_and_matches_the_card() -> None:
     log = json.loads(TRAINING_LOG.read_text())
     card = CARD.read_text()
