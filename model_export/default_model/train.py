@@ -5,12 +5,12 @@ The command starts from all-MiniLM-L6-v2 as it ships (a BertModel, no masked-LM 
 keeps all six layers, gets a new head tied to the word embeddings, and trains on the masked-LM loss
 plus the cosine toward a frozen copy of its starting hidden states. The embeddings and the layers
 named in TrainConfig.freeze stay MiniLM's, so the output (--trained-only) is the trained layers and
-the head in fp16, one file per layer: committed here as mlm_*.safetensors, applied by the build to
-MiniLM converted into DistilBertForMaskedLM.
+the head in fp16, one file per layer: adopted here as mlm_*.safetensors (when it scores at least
+as well as the shipped weights), applied by the build to MiniLM converted into DistilBertForMaskedLM.
 
 Stages: data (the corpus split, the held-out sets, the training text written as a file the command
-reads) -> the command -> adopt its output -> evaluate the shipped weights (the field's and the
-reader's protocol, against the weights they replace and the baseline) -> log.
+reads) -> the command -> evaluate its output (the field's and the reader's protocol, against the
+shipped weights and the baseline) -> adopt it if at least as good -> log.
 `from_run` adopts an output the command wrote elsewhere (a GPU machine: docs/gpu.md).
 """
 
