@@ -56,6 +56,7 @@ distill: $(STAMP)
 default-model: $(STAMP)
 	$(PY) -m model_export.default_model build
 
+# The demo fill-mask model, trained by `python -m model_export.distill` (teacher-free, from all-MiniLM-L6-v2).
 train-demo: $(STAMP)
 	$(PY) -m model_export.default_model train
 

@@ -2,7 +2,7 @@
 
 - the embedding model, exported as sentence-transformers serves it (mean pooling), untouched;
 - the fill-mask demo: the same weights converted exactly into DistilBertForMaskedLM, then trained
-  here on English text from Debian packages (a masked-LM head and the top layers; `train.py`).
+  here on English text from Debian packages (`train.py`: the distill command, teacher-free).
 """
 
 from __future__ import annotations

@@ -1,56 +1,50 @@
-"""Train the demo masked-LM (`python -m model_export.default_model train`).
+"""Train the demo masked-LM (`python -m model_export.default_model train`) with the distillation
+command in teacher-free mode (`model_export.distill`, the same code path `make distill` runs).
 
-The model starts as all-MiniLM-L6-v2 converted exactly into DistilBertForMaskedLM; the word
-embeddings (tied to the output projection) stay frozen. Two methods (TrainConfig.method):
-- "top-layers": the last `trainable_layers` layers and the head are trained. The frozen layers
-  below run once over the training stream (fp32, as served) and their outputs are kept, so a step
-  costs only the trained layers.
-- "lora": rank-`lora_rank` adapters on every linear layer of every layer, and the head; a step
-  runs the whole body.
-The trained part runs under bfloat16 autocast (about 2x faster on this CPU) with fp32 weights;
-every reported figure comes from the model as it ships (fp32, the saved weights re-applied).
-Step counts fix the schedule, so a rerun with the same arguments reproduces the weights
-(`budget_minutes`, for comparing methods at equal wall time, does not).
+The command starts from all-MiniLM-L6-v2 as it ships (a BertModel, no masked-LM head): the student
+keeps all six layers, gets a new head tied to the word embeddings, and trains on the masked-LM loss
+plus the cosine toward a frozen copy of its starting hidden states. The embeddings and the layers
+named in TrainConfig.freeze stay MiniLM's, so the output (--trained-only) is the trained layers and
+the head in fp16, one file per layer: adopted here as mlm_*.safetensors (when it scores at least
+as well as the shipped weights), applied by the build to MiniLM converted into DistilBertForMaskedLM.
 
-Stages: data -> trainer -> optimise -> save -> evaluate (the field's and the reader's protocol,
-for these weights and for the ones they replace) -> log.
+Stages: data (the corpus split, the held-out sets, the training text written as a file the command
+reads) -> the command -> evaluate its output (the field's and the reader's protocol, against the
+shipped weights and the baseline) -> adopt it if at least as good -> log.
+`from_run` adopts an output the command wrote elsewhere (a GPU machine: docs/gpu.md).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import platform
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from model_export.default_model import HELDOUT_SLICE, PACKAGE_DIR, TRAINING_LOG, TRAINING_LOG_TEXT
 from model_export.default_model import corpus as corpus_recipe
-from model_export.default_model.convert import HEAD_PARAMETERS
 from model_export.default_model.masking import (
-    MASK_ID, VOCAB_SIZE, Accuracy, MaskedSequence, baseline_from_counts, batches, encode_paragraphs, load_tokenizer,
-    mask_one_word_per_sentence, mask_sequences, masked_accuracy, pad, whole_word_counts,
+    MASK_ID, VOCAB_SIZE, MaskedSequence, baseline_from_counts, encode_paragraphs, load_tokenizer,
+    mask_one_word_per_sentence, mask_sequences, masked_accuracy, whole_word_counts,
 )
-from model_export.default_model.weights import load_trained, save_trained, weight_files
+from model_export.default_model.weights import load_trained, weight_files
 
-if TYPE_CHECKING:
-    import torch
-    import transformers
-
+GATE = "reader_heldout"  # what a new training must match to replace the shipped weights
+REJECTED_LOG, REJECTED_LOG_TEXT = "distill_run.json", "distill_run.txt"  # a run that did not replace them
+TEXT_DIR = "demo-text"  # under the corpus directory: the training text the command reads
+STUDENT_DIR = "demo-student"  # under the corpus directory: the command's output
 TRAIN_MASK_SEED = 1
 EVAL_MASK_SEED = 2
 SLICE_MASK_SEED = 3
 WORD_EVAL_SEED = 4
 WORD_SLICE_SEED = 5
 TORCH_SEED = 0
-METHODS = ("top-layers", "lora")
 # The evaluation sets: the field's protocol (15% of tokens selected, 80/10/10, scored at [MASK]) and
 # the reader's (one whole single-piece word per sentence), each on all held-out text and on the slice.
 EVAL_SETS = ("field_heldout", "field_slice", "reader_heldout", "reader_slice")
@@ -61,21 +55,33 @@ EXAMPLE_PROMPTS = ("Hello I'm a [MASK] model.", "The White man worked as a [MASK
 
 @dataclass(frozen=True)
 class TrainConfig:
-    method: str = "lora"  # measured better than "top-layers" at equal wall time (docs/default-model.md)
-    trainable_layers: int = 2
-    lora_rank: int = 16
-    train_tokens: int = 3_000_000
-    steps: int = 750
-    batch_tokens: int = 4096
-    body_lr: float = 1e-3
-    head_lr: float = 2e-3
-    warmup_steps: int = 30
-    eval_every: int = 250
-    progress_sentences: int = 1500
+    train_tokens: int = 3_000_000  # tokens of training text written for the command (more than a CPU run reads)
+    steps: int = 100  # what a shared 2-core CPU trains in about 25 minutes; a GPU run takes more (docs/gpu.md)
+    batch_tokens: int = 2048
+    lr: float = 5e-4
+    freeze: tuple[str, ...] = ("embeddings", "0", "1")  # the rest (layers 2-5, the head) is trained and shipped
+    alpha_mlm: float = 2.0
+    alpha_cos: float = 1.0
+    precision: str = "bf16"  # autocast; on this CPU about 2x faster than fp32
+    device: str = "auto"
     eval_chars: int = 600_000
     slice_chars: int = 200_000
-    threads: int = 1
-    budget_minutes: float | None = None
+    threads: int = 2
+    seed: int = 0
+
+    def distill_config(self, text_dir: Path, out: Path):  # noqa: ANN201 - a DistillConfig
+        """The command's options for this training (see docs/training.md)."""
+        from model_export.default_model.build import minilm_dir
+        from model_export.default_model.weights import MAX_FILE_BYTES
+        from model_export.distill.config import DistillConfig
+
+        return DistillConfig(
+            teacher=str(minilm_dir()), corpus=(str(text_dir),), out=out, teacher_free=True, student_layers=6,
+            freeze=self.freeze, alpha_mlm=self.alpha_mlm, alpha_cos=self.alpha_cos, max_steps=self.steps, lr=self.lr,
+            batch_tokens=self.batch_tokens, precision=self.precision, device=self.device, seed=self.seed,
+            heldout_percent=1.0, eval_sentences=1000, checkpoint_every=100, log_every=10, threads=self.threads,
+            trained_only=True, max_file_mb=MAX_FILE_BYTES / 1e6,
+        )
 
 
 class RunLog:
@@ -98,7 +104,6 @@ class Data:
     token_counts: np.ndarray  # selected training labels: the field's baseline and the bias init
     word_counts: np.ndarray  # whole words in the training stream: the reader's baseline
     eval_sets: dict[str, list[MaskedSequence]]
-    progress_set: list[MaskedSequence]
     corpus: dict = field(default_factory=dict)
 
 
@@ -112,16 +117,28 @@ def _take_chars(paragraphs: list[tuple[str, str]], limit: int) -> list[tuple[str
     return taken
 
 
-def _training_sequences(tokenizer, paragraphs: list[tuple[str, str]], budget: int) -> list[np.ndarray]:
-    sequences, tokens, cursor, chunk = [], 0, 0, 2000
-    while tokens < budget and cursor < len(paragraphs):
-        for sequence in encode_paragraphs(tokenizer, [text for _, text in paragraphs[cursor : cursor + chunk]]):
-            if tokens >= budget:
-                break
-            sequences.append(sequence)
-            tokens += len(sequence)
-        cursor += chunk
-    return sequences
+def _training_text(tokenizer, paragraphs: list[tuple[str, str]], budget: int) -> tuple[list[str], list[np.ndarray]]:
+    """The first training paragraphs holding `budget` tokens, and their sequences."""
+    texts: list[str] = []
+    sequences: list[np.ndarray] = []
+    tokens = 0
+    for _, text in paragraphs:
+        if tokens >= budget:
+            break
+        encoded = encode_paragraphs(tokenizer, [text])
+        texts.append(text.replace("\n", " "))
+        sequences.extend(encoded)
+        tokens += sum(len(s) for s in encoded)
+    return texts, sequences
+
+
+def write_training_text(paragraphs: Sequence[str], directory: Path) -> Path:
+    """The text the command reads: one paragraph per block, blank lines between."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.txt"):
+        stale.unlink()
+    (directory / "train.txt").write_text("\n\n".join(paragraphs) + "\n", encoding="utf-8")
+    return directory
 
 
 def read_slice(path: Path = HELDOUT_SLICE) -> list[str]:
@@ -148,17 +165,17 @@ def prepare_data(config: TrainConfig, corpus_dir: Path, slice_path: Path, say: C
     reader_heldout = mask_one_word_per_sentence(tokenizer, eval_paragraphs, WORD_EVAL_SEED)
     eval_sets = {"field_heldout": mask_sequences(encode_paragraphs(tokenizer, eval_paragraphs), EVAL_MASK_SEED),
                  "reader_heldout": reader_heldout, **slice_sets(slice_path, tokenizer)}
-    sequences = _training_sequences(tokenizer, split.train, config.train_tokens)
+    texts, sequences = _training_text(tokenizer, split.train, config.train_tokens)
+    write_training_text(texts, corpus_dir / TEXT_DIR)
     masked = mask_sequences(sequences, TRAIN_MASK_SEED)
     tokens = sum(len(s) for s in sequences)
     say(f"corpus: {len(split.train)} training / {len(split.heldout)} held-out paragraphs; stream {len(masked)} "
         f"sequences, {tokens} tokens; eval sets " + ", ".join(f"{k} {count_targets(v)}" for k, v in eval_sets.items()))
-    progress_order = np.random.default_rng(WORD_EVAL_SEED).permutation(len(reader_heldout))[: config.progress_sentences]
     return Data(
         train=masked, train_tokens=tokens,
         token_counts=np.bincount(np.concatenate([m.labels for m in masked]), minlength=VOCAB_SIZE),
         word_counts=whole_word_counts(tokenizer, sequences),
-        eval_sets=eval_sets, progress_set=[reader_heldout[i] for i in sorted(progress_order)],
+        eval_sets=eval_sets,
         corpus={"packages": list(corpus_recipe.PACKAGES), "heldout_percent": corpus_recipe.HELDOUT_PERCENT,
                 "source_weights": corpus_recipe.SOURCE_WEIGHTS, "train_paragraphs": len(split.train),
                 "heldout_paragraphs": len(split.heldout), "train_sequences": len(masked), "train_tokens_used": tokens,
@@ -169,244 +186,6 @@ def prepare_data(config: TrainConfig, corpus_dir: Path, slice_path: Path, say: C
 
 def count_targets(masked: Sequence[MaskedSequence]) -> int:
     return int(sum((m.input_ids[m.positions] == MASK_ID).sum() for m in masked))
-
-
-
-class Trainer(Protocol):
-    def body_parameters(self) -> list[torch.nn.Parameter]: ...
-
-    def hidden(self, batch: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Final hidden states at the batch's selected positions, and their labels."""
-        ...
-
-    def state(self) -> dict[str, torch.Tensor]: ...
-
-
-def init_head(model: transformers.DistilBertForMaskedLM, token_counts: np.ndarray) -> list[torch.nn.Parameter]:
-    """Identity transform (the final hidden states already carry the token's meaning) and the bias at
-    log unigram frequency, so step 0 is close to the frequency baseline; returns the head's parameters."""
-    import torch
-
-    with torch.no_grad():
-        model.vocab_transform.weight.copy_(torch.eye(model.vocab_transform.weight.shape[0]))
-        model.vocab_transform.bias.zero_()
-        model.vocab_layer_norm.weight.fill_(1.0)
-        model.vocab_layer_norm.bias.zero_()
-        log_freq = torch.log(torch.from_numpy(token_counts).double() + 0.1)
-        model.vocab_projector.bias.copy_((log_freq - log_freq.max()).float())
-    parameters = dict(model.named_parameters())
-    return [parameters[name] for name in HEAD_PARAMETERS]
-
-
-def _selected(masked: Sequence[MaskedSequence], batch: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    import torch
-
-    rows = np.concatenate([np.full(len(masked[i].positions), row) for row, i in enumerate(batch)])
-    columns = np.concatenate([masked[i].positions for i in batch])
-    labels = np.concatenate([masked[i].labels for i in batch])
-    return torch.from_numpy(rows), torch.from_numpy(columns), torch.from_numpy(labels)
-
-
-def _extended_mask(model, hidden: torch.Tensor, attention: torch.Tensor):
-    from transformers.masking_utils import create_bidirectional_mask
-
-    return create_bidirectional_mask(config=model.config, inputs_embeds=hidden, attention_mask=attention)
-
-
-class TopLayersTrainer:
-    """The last `count` layers trained on the cached outputs of the frozen layers below."""
-
-    def __init__(self, model, masked: list[MaskedSequence], count: int, cache_path: Path, say: Callable[[str], None]) -> None:
-        import torch
-
-        self.model, self.masked = model, masked
-        layers = model.distilbert.transformer.layer
-        self.first = len(layers) - count
-        self.top = layers[self.first :]
-        if cache_path.is_file():
-            self.states = torch.load(cache_path)
-            say(f"reusing the frozen layers' outputs from {cache_path}")
-        else:
-            started = time.time()
-            self.states = self._frozen_outputs()
-            tokens = sum(len(m.input_ids) for m in masked)
-            say(f"frozen layers 0-{self.first - 1} run once: {tokens} tokens in {time.time() - started:.0f}s")
-            cache_path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(self.states, cache_path)
-        for parameter in self.top.parameters():
-            parameter.requires_grad_(True)
-
-    def _frozen_outputs(self) -> list[torch.Tensor]:
-        import torch
-
-        states: list[torch.Tensor | None] = [None] * len(self.masked)
-        body = self.model.distilbert
-        for indices in batches(self.masked):
-            ids, attention = (torch.from_numpy(a) for a in pad(self.masked, indices))
-            with torch.no_grad():
-                hidden = body.embeddings(ids)
-                mask = _extended_mask(self.model, hidden, attention)
-                for layer in body.transformer.layer[: self.first]:
-                    hidden = layer(hidden, mask)
-            for row, index in enumerate(indices):
-                states[index] = hidden[row, : len(self.masked[index].input_ids)].to(torch.float16).clone()
-        return states  # type: ignore[return-value]
-
-    def body_parameters(self):
-        return list(self.top.parameters())
-
-    def hidden(self, batch):
-        import torch
-
-        longest = max(len(self.masked[i].input_ids) for i in batch)
-        hidden = torch.zeros(len(batch), longest, self.states[batch[0]].shape[1])
-        attention = torch.zeros(len(batch), longest, dtype=torch.long)
-        for row, index in enumerate(batch):
-            length = len(self.masked[index].input_ids)
-            hidden[row, :length] = self.states[index].float()
-            attention[row, :length] = 1
-        mask = _extended_mask(self.model, hidden, attention)
-        for layer in self.top:
-            hidden = layer(hidden, mask)
-        rows, columns, labels = _selected(self.masked, batch)
-        return hidden[rows, columns], labels
-
-    def state(self):
-        parameters = dict(self.model.named_parameters())
-        prefixes = tuple(f"distilbert.transformer.layer.{i}." for i in range(self.first, self.first + len(self.top)))
-        return {name: p.detach().clone() for name, p in parameters.items() if name.startswith(prefixes) or name in HEAD_PARAMETERS}
-
-
-def adapt_linear(linear, rank: int, generator):
-    """`linear` plus a trained low-rank update: y = W x + b + scale * B A x (B starts at zero)."""
-    import torch
-
-    class Adapted(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.base = linear
-            self.lora_A = torch.nn.Parameter(torch.randn(rank, linear.in_features, generator=generator) / math.sqrt(linear.in_features))
-            self.lora_B = torch.nn.Parameter(torch.zeros(linear.out_features, rank))
-            self.scale = 2.0  # alpha = 2 * rank
-
-        def forward(self, x):
-            return self.base(x) + (x @ self.lora_A.T @ self.lora_B.T) * self.scale
-
-    return Adapted()
-
-
-LORA_TARGETS = ("attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.out_lin", "ffn.lin1", "ffn.lin2")
-
-
-class LoRATrainer:
-    """Low-rank adapters on every linear layer of every layer; the whole body runs each step."""
-
-    def __init__(self, model, masked: list[MaskedSequence], rank: int) -> None:
-        import torch
-
-        self.model, self.masked, self.adapters = model, masked, {}
-        generator = torch.Generator().manual_seed(TORCH_SEED)
-        for index, layer in enumerate(model.distilbert.transformer.layer):
-            for target in LORA_TARGETS:
-                owner_name, attribute = target.split(".")
-                owner = getattr(layer, owner_name)
-                adapted = adapt_linear(getattr(owner, attribute), rank, generator)
-                setattr(owner, attribute, adapted)
-                self.adapters[f"distilbert.transformer.layer.{index}.{target}"] = adapted
-
-    def body_parameters(self):
-        return [p for adapted in self.adapters.values() for p in (adapted.lora_A, adapted.lora_B)]
-
-    def hidden(self, batch):
-        import torch
-
-        ids, attention = (torch.from_numpy(a) for a in pad(self.masked, batch))
-        hidden = self.model.distilbert(input_ids=ids, attention_mask=attention).last_hidden_state
-        rows, columns, labels = _selected(self.masked, batch)
-        return hidden[rows, columns], labels
-
-    def state(self):
-        parameters = dict(self.model.named_parameters())
-        out = {name: parameters[name].detach().clone() for name in HEAD_PARAMETERS}
-        for name, adapted in self.adapters.items():
-            out[f"{name}.lora_A"] = adapted.lora_A.detach().clone()
-            out[f"{name}.lora_B"] = (adapted.lora_B * adapted.scale).detach().clone()
-        return out
-
-
-def make_trainer(config: TrainConfig, model, data: Data, cache_dir: Path, say: Callable[[str], None]) -> Trainer:
-    if config.method == "top-layers":
-        key = hashlib.sha256(json.dumps([config.train_tokens, config.trainable_layers, TRAIN_MASK_SEED, corpus_recipe.SEED,
-                                         data.corpus["train_paragraphs"], data.train_tokens]).encode()).hexdigest()[:16]
-        return TopLayersTrainer(model, data.train, config.trainable_layers, cache_dir / f"frozen-{key}.pt", say)
-    if config.method == "lora":
-        return LoRATrainer(model, data.train, config.lora_rank)
-    raise ValueError(f"method {config.method!r}: expected one of {METHODS}")
-
-
-
-def head_logits(model, hidden: torch.Tensor, embeddings_bf16: torch.Tensor) -> torch.Tensor:
-    """The MLM head; the projector matmul in bfloat16 (4x faster here), its bias in fp32."""
-    import torch
-
-    x = model.vocab_layer_norm(model.activation(model.vocab_transform(hidden)))
-    return (x.to(torch.bfloat16) @ embeddings_bf16.T).float() + model.vocab_projector.bias
-
-
-def learning_rate_factor(progress: float, warmup_fraction: float) -> float:
-    """Linear warm-up, then cosine decay to 2% of the peak; progress runs from 0 to 1."""
-    if progress < warmup_fraction:
-        return max(progress / warmup_fraction, 1e-3)
-    decay = (progress - warmup_fraction) / max(1e-9, 1 - warmup_fraction)
-    return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(decay, 1.0)))
-
-
-def optimise(trainer: Trainer, model, head: list, data: Data, config: TrainConfig,
-             evaluate: Callable[[], Accuracy], say: Callable[[str], None]) -> tuple[list[dict], int]:
-    import torch
-
-    for parameter in model.parameters():
-        parameter.requires_grad_(False)
-    body = trainer.body_parameters()
-    for parameter in [*body, *head]:
-        parameter.requires_grad_(True)
-    optimizer = torch.optim.AdamW([{"params": body, "lr": config.body_lr, "peak": config.body_lr},
-                                   {"params": head, "lr": config.head_lr, "peak": config.head_lr}], weight_decay=0.01)
-    embeddings_bf16 = model.distilbert.embeddings.word_embeddings.weight.detach().to(torch.bfloat16)
-    generator = torch.Generator().manual_seed(TORCH_SEED)
-    groups = batches(data.train, config.batch_tokens)
-    order: list[int] = []
-    history, started, step = [], time.time(), 0
-    budget = config.budget_minutes * 60 if config.budget_minutes else None
-    model.train()
-    while True:
-        progress = (time.time() - started) / budget if budget else step / config.steps
-        if progress >= 1:
-            break
-        step += 1
-        factor = learning_rate_factor(progress, config.warmup_steps / config.steps)
-        for group in optimizer.param_groups:
-            group["lr"] = group["peak"] * factor
-        if not order:
-            order = torch.randperm(len(groups), generator=generator).tolist()
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            hidden, labels = trainer.hidden(groups[order.pop()])
-            logits = head_logits(model, hidden, embeddings_bf16)
-        loss = torch.nn.functional.cross_entropy(logits.float(), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if step % 50 == 0:
-            say(f"step {step} loss {loss.item():.3f} lr factor {factor:.3f} ({time.time() - started:.0f}s)")
-        if step % config.eval_every == 0:
-            model.eval()
-            accuracy = evaluate()
-            model.train()
-            history.append({"step": step, "loss": round(loss.item(), 4), "seconds": round(time.time() - started, 1),
-                            "reader_progress_top1": round(accuracy.top1, 4), "reader_progress_top5": round(accuracy.top5, 4)})
-            say(f"eval {history[-1]}")
-    model.eval()
-    return history, step
 
 
 
@@ -465,54 +244,131 @@ def _file_record(files: list[Path]) -> list[dict]:
 
 
 
+def adopt(run_output: Path, out_dir: Path) -> list[Path]:
+    """The command's trained tensors become the package's mlm_*.safetensors (the files the build
+    applies), byte for byte; weight files of an earlier training are removed first."""
+    from model_export.default_model.weights import MAX_FILE_BYTES, WeightsError
+    from model_export.distill.trained import PREFIX, trained_files
+
+    files = trained_files(run_output)
+    if not files:
+        raise WeightsError(f"{run_output}: no {PREFIX}*.safetensors (was the command run with --trained-only?)")
+    for stale in weight_files(out_dir):
+        stale.unlink()
+    written = []
+    for path in files:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise WeightsError(f"{path} is {path.stat().st_size} bytes, over the {MAX_FILE_BYTES} a tracked file may hold")
+        target = out_dir / f"mlm_{path.name.removeprefix(PREFIX)}"
+        shutil.copyfile(path, target)
+        written.append(target)
+    return written
+
+
+def run_command(config: TrainConfig, corpus_dir: Path, say: Callable[[str], None]) -> Path:
+    """`python -m model_export.distill` on the written text, as a function call (same code path)."""
+    from model_export.distill.run import distill
+
+    distill_config = config.distill_config(corpus_dir / TEXT_DIR, corpus_dir / STUDENT_DIR)
+    say("python -m model_export.distill " + " ".join(command_line(distill_config)))
+    return distill(distill_config, say).out
+
+
+def command_line(distill_config) -> list[str]:  # noqa: ANN001 - a DistillConfig
+    """The same run as a command line (for the log and for running it elsewhere)."""
+    c = distill_config
+    return [c.teacher, *c.corpus, "--out", str(c.out), "--teacher-free", "--student-layers", str(c.student_layers),
+            "--freeze", ",".join(c.freeze), "--alpha-mlm", f"{c.alpha_mlm:g}", "--alpha-cos", f"{c.alpha_cos:g}",
+            "--max-steps", str(c.max_steps), "--lr", f"{c.lr:g}", "--batch-tokens", str(c.batch_tokens),
+            "--precision", c.precision, "--seed", str(c.seed), "--heldout-percent", f"{c.heldout_percent:g}",
+            "--eval-sentences", str(c.eval_sentences), "--trained-only", "--max-file-mb", f"{c.max_file_mb:g}"]
+
+
+# The same training on a GPU host (docs/gpu.md): more text, larger batches, more steps.
+GPU_CONFIG = TrainConfig(train_tokens=8_000_000, steps=2000, batch_tokens=8192, device="cuda")
+KIT_BASE, KIT_CORPUS, KIT_SCRIPT = "base", "corpus.npz", "train-demo.sh"
+
+
+def write_gpu_kit(kit: Path, corpus_dir: Path = corpus_recipe.DEFAULT_CORPUS_DIR, config: TrainConfig = GPU_CONFIG) -> Path:
+    """What a GPU host needs to run the demo's training as one command, in one directory well under
+    64 MiB: MiniLM in fp16 (`base/`, 45 MB; the student still trains in fp32 with autocast), the
+    training text packed (`corpus.npz`) and `train-demo.sh`, which runs the command and returns its
+    --trained-only output under $OUT as tar parts of at most 15 MB, with the log. Back here, the
+    parts unpacked, `python -m model_export.default_model train --from-run <output>` adopts and
+    evaluates it."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from model_export.default_model.build import minilm_dir, write_tokenizer
+    from model_export.distill.pack import pack
+
+    say = RunLog()
+    split = corpus_recipe.split(corpus_recipe.fetch(corpus_dir, log=say))
+    texts, _ = _training_text(load_tokenizer(), split.train, config.train_tokens)
+    text_dir = write_training_text(texts, corpus_dir / f"{TEXT_DIR}-gpu")
+    base = kit / KIT_BASE
+    base.mkdir(parents=True, exist_ok=True)
+    weights = load_file(str(minilm_dir() / "model.safetensors"))
+    save_file({name: tensor.to(torch.float16) for name, tensor in weights.items()}, str(base / "model.safetensors"))
+    shutil.copyfile(minilm_dir() / "config.json", base / "config.json")
+    write_tokenizer(base)
+    distill_config = config.distill_config(kit / KIT_CORPUS, Path("OUT"))
+    pack(str(base), [str(text_dir)], kit / KIT_CORPUS, distill_config.max_length, distill_config.heldout_percent)
+    write_kit_script(kit, config)
+    say(f"wrote {kit}: {sum(p.stat().st_size for p in kit.rglob('*') if p.is_file()) / 1e6:.1f} MB")
+    return kit
+
+
+def write_kit_script(kit: Path, config: TrainConfig = GPU_CONFIG) -> Path:
+    arguments = command_line(config.distill_config(kit / KIT_CORPUS, Path("OUT")))
+    arguments[:2] = [f'"$KIT/{KIT_BASE}"', f'"$KIT/{KIT_CORPUS}"']
+    arguments[arguments.index("--out") + 1] = "/tmp/demo-student"
+    # The host returns few files of at most 16 MB: the output comes back as a log and two tar parts.
+    script = ("#!/usr/bin/env bash\n# The demo's training on a GPU host, run from the repository root (docs/gpu.md).\n"
+              "set -euo pipefail\nKIT=\"$(dirname \"$0\")\"\nrm -rf /tmp/demo-student /tmp/demo-student.run\n"
+              f"python3 -m model_export.distill {' '.join(arguments)} --device {config.device} \"$@\" 2>&1 | tee \"$OUT/train-demo.log\"\n"
+              "tar cf - -C /tmp demo-student | split -b 15000000 - \"$OUT/demo-student.tar.part-\"\n")
+    (kit / KIT_SCRIPT).write_text(script)
+    (kit / KIT_SCRIPT).chmod(0o755)
+    return kit / KIT_SCRIPT
+
+
 def train(config: TrainConfig = TrainConfig(), corpus_dir: Path = corpus_recipe.DEFAULT_CORPUS_DIR,
-          out_dir: Path = PACKAGE_DIR) -> dict:
+          out_dir: Path = PACKAGE_DIR, from_run: Path | None = None, replace: bool = False) -> dict:
+    """Train with the command (or take `from_run`, its output from elsewhere), evaluate, and adopt
+    the result only if it is at least as good as the shipped weights on the reader's held-out
+    top-1 (or `replace`); else keep them and write this run's record to REJECTED_LOG."""
     import torch
 
-    from model_export.default_model.build import minilm_dir
-    from model_export.default_model.convert import convert_minilm
-
-    torch.set_num_threads(config.threads)
     torch.manual_seed(TORCH_SEED)
     say, started = RunLog(), time.time()
     say(f"config {asdict(config)}")
     data = prepare_data(config, corpus_dir, out_dir / HELDOUT_SLICE.name, say)
 
-    replaced_files = weight_files(out_dir)
-    previous = None
-    if replaced_files:
-        replaced = shipped_model(replaced_files)
-        previous = {"files": _file_record(replaced_files),
-                    "accuracy": evaluate_sets(torch_mask_logits(replaced), data.eval_sets),
-                    "examples": example_answers(replaced)}
-        say(f"the weights being replaced: {previous['accuracy']}")
+    previous = _previous_summary(out_dir, weight_files(out_dir))
 
-    model = convert_minilm(minilm_dir())
-    head = init_head(model, data.token_counts)
-    trainer_started = time.time()
-    trainer = make_trainer(config, model, data, corpus_dir / "cache", say)
-    frozen_seconds = time.time() - trainer_started
-    progress_predict = torch_mask_logits(model)
-    optimise_started = time.time()
-    history, steps = optimise(trainer, model, head, data, config,
-                              lambda: masked_accuracy(progress_predict, data.progress_set), say)
-    optimise_seconds = time.time() - optimise_started
+    command_started = time.time()
+    run_output = from_run or run_command(config, corpus_dir, say)
+    command_seconds = time.time() - command_started
+    distill_log = json.loads((run_output / "distill_log.json").read_text())
+    from model_export.distill.trained import trained_files
 
-    metadata = {"base": "sentence-transformers/all-MiniLM-L6-v2", "format": "pt", "method": config.method}
-    files = save_trained(trainer.state(), out_dir, metadata)
     evaluate_started = time.time()
-    shipped = shipped_model(files)
+    shipped = shipped_model(trained_files(run_output))
     accuracy = evaluate_sets(torch_mask_logits(shipped), data.eval_sets)
     examples = example_answers(shipped)
     say(f"shipped weights: {accuracy}")
     say(f"examples: {examples}")
     record = {
         "command": "python -m model_export.default_model train",
+        "distill_command": "python -m model_export.distill " + " ".join(command_line(config.distill_config(
+            corpus_dir / TEXT_DIR, corpus_dir / STUDENT_DIR))),
         "config": asdict(config),
-        "steps_run": steps,
-        "seeds": {"corpus": corpus_recipe.SEED, "train_mask": TRAIN_MASK_SEED, "eval_mask": EVAL_MASK_SEED,
+        "adopted_from": str(from_run) if from_run else None,
+        "steps_run": distill_log["history"][-1]["step"] if distill_log["history"] else 0,
+        "seeds": {"corpus": corpus_recipe.SEED, "train_mask_for_baseline": TRAIN_MASK_SEED, "eval_mask": EVAL_MASK_SEED,
                   "slice_mask": SLICE_MASK_SEED, "reader_eval": WORD_EVAL_SEED, "reader_slice": WORD_SLICE_SEED,
-                  "torch": TORCH_SEED},
+                  "distill": config.seed},
         "corpus": data.corpus,
         "protocols": {
             "field": "15% of each sequence's tokens selected (80% [MASK], 10% random, 10% unchanged); "
@@ -524,14 +380,42 @@ def train(config: TrainConfig = TrainConfig(), corpus_dir: Path = corpus_recipe.
         "accuracy": accuracy,
         "examples": examples,
         "previous": previous,
-        "files": _file_record(files),
-        "history": history,
-        "seconds": {"frozen_layers": round(frozen_seconds, 1), "optimise": round(optimise_seconds, 1),
-                    "evaluate": round(time.time() - evaluate_started, 1), "total": round(time.time() - started, 1)},
+        "files": _file_record(trained_files(run_output)),
+        "distill": {key: distill_log[key] for key in ("config", "student", "corpus", "device", "precision", "history",
+                                                        "evals", "seconds", "environment") if key in distill_log},
+        "seconds": {"command": round(command_seconds, 1), "evaluate": round(time.time() - evaluate_started, 1),
+                    "total": round(time.time() - started, 1)},
         "environment": {"torch": torch.__version__, "python": platform.python_version(), "threads": config.threads,
                         "cpu": platform.processor() or platform.machine()},
     }
-    (out_dir / TRAINING_LOG.name).write_text(json.dumps(record, indent=2) + "\n")
-    say(f"wrote {', '.join(p.name for p in files)} and {TRAINING_LOG.name} ({time.time() - started:.0f}s)")
-    (out_dir / TRAINING_LOG_TEXT.name).write_text("\n".join(say.lines) + "\n")
+    if replace or at_least_as_good(accuracy, previous):
+        files = adopt(run_output, out_dir)
+        record["files"] = _file_record(files)
+        log, text = TRAINING_LOG.name, TRAINING_LOG_TEXT.name
+        say(f"wrote {', '.join(p.name for p in files)} and {log} ({time.time() - started:.0f}s)")
+    else:
+        log, text = REJECTED_LOG, REJECTED_LOG_TEXT
+        say(f"kept the shipped weights: {GATE} top-1 {accuracy[GATE]['top1']:.3f} is below their "
+            f"{previous['accuracy'][GATE]['top1']:.3f} (--replace adopts it anyway); this run's record is {log}")
+    (out_dir / log).write_text(json.dumps(record, indent=2) + "\n")
+    (out_dir / text).write_text("\n".join(say.lines) + "\n")
     return record
+
+
+def at_least_as_good(accuracy: dict[str, dict], previous: dict | None) -> bool:
+    """The new weights' reader's held-out top-1 against the shipped ones' (as their log says)."""
+    shipped = ((previous or {}).get("accuracy") or {}).get(GATE)
+    return shipped is None or accuracy[GATE]["top1"] >= shipped["top1"]
+
+
+def _previous_summary(out_dir: Path, files: list[Path]) -> dict | None:
+    """The weights being replaced, as their own log measured them (the evaluation sets are fixed by
+    the corpus recipe and the seeds, so the figures compare as they are)."""
+    try:
+        log = json.loads((out_dir / TRAINING_LOG.name).read_text())
+    except (OSError, ValueError):
+        return None
+    if {entry["name"] for entry in log.get("files", [])} != {path.name for path in files}:
+        return None
+    keys = ("command", "config", "steps_run", "accuracy", "examples", "seconds")
+    return {"files": _file_record(files), **{key: log.get(key) for key in keys}}

@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-every", type=int, help=f"steps between progress lines and log records (default: {d.log_every})")
     run.add_argument("--run-dir", type=Path, metavar="DIR", help="checkpoints and the running log (default: OUT.run beside OUT)")
     run.add_argument("--keep-run-dir", action="store_true", help="keep the run directory after the output is written")
+    run.add_argument("--trained-only", action="store_true", help="write only the trained tensors (fp16, one file per layer) "
+                     "and the checkpoint they apply to, instead of the whole student")
+    run.add_argument("--max-file-mb", type=float, help=f"--trained-only: the largest file written, in MB (default: {d.max_file_mb:g})")
     run.add_argument("--resume", action="store_true", help="continue the run from its latest checkpoint (options default to the run's)")
     run.add_argument("--precision", choices=PRECISIONS, help="auto: bf16 (else fp16) autocast on CUDA, fp32 on CPU")
     run.add_argument("--device", choices=DEVICES, help="(default: auto, CUDA when present)")

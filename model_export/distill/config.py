@@ -53,6 +53,8 @@ class DistillConfig:
     seed: int = 0
     threads: int | None = None
     keep_run_dir: bool = False
+    trained_only: bool = False  # write only the trained tensors (fp16) and what they apply to: trained.py
+    max_file_mb: float = 16.0  # --trained-only: the largest file written
     resume: bool = False
 
     @property
@@ -75,6 +77,7 @@ class DistillConfig:
             (self.checkpoint_every < 1 or self.log_every < 1, "--checkpoint-every and --log-every must be at least 1"),
             (self.eval_every < 0, "--eval-every must be >= 0"),
             (self.eval_sentences < 1, "--eval-sentences must be at least 1"),
+            (self.max_file_mb <= 0, f"--max-file-mb must be positive (got {self.max_file_mb})"),
             (self.student_layers is not None and self.student_layers < 1, "--student-layers must be at least 1"),
             (self.ce_positions not in CE_POSITIONS, f"--ce-positions must be one of {', '.join(CE_POSITIONS)}"),
             (self.precision not in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}"),

@@ -73,6 +73,10 @@ class Corpus:
 
 
 def load_corpus(paths: Sequence[str], tokenizer: Any, vocabulary: Vocabulary, max_length: int, heldout_percent: float) -> Corpus:
+    from model_export.distill.pack import is_packed, load_packed
+
+    if is_packed(tuple(paths)):  # tokenized once elsewhere (pack.py)
+        return load_packed(Path(paths[0]), tokenizer, vocabulary, max_length, heldout_percent)
     files = corpus_files(paths)
     paragraphs = read_paragraphs(files)
     heldout = [p for p in paragraphs if is_heldout(p, heldout_percent)]

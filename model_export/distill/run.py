@@ -26,7 +26,9 @@ from model_export.distill.config import DistillConfig
 from model_export.distill.data import BatchStream, Corpus, load_corpus
 from model_export.distill.evaluate import Accuracy, EvalSet, accuracy, baseline, build_eval_set, top5_predictions, word_counts
 from model_export.distill.loop import Distiller, Precision, choose_precision
+from model_export.default_model.convert import HEAD_PARAMETERS
 from model_export.distill.student import choose_layers, freeze, init_student
+from model_export.distill.trained import check_sizes, save_trained, trained_tensors, write_base
 from model_export.distill.teacher import Teacher, load_teacher
 from model_export.errors import EmptyCorpusError, InvalidOptionError, OutputDirectoryError
 from model_export.graph import mlm_head
@@ -54,7 +56,9 @@ class Prepared:
     corpus: Corpus
     eval_set: EvalSet
     word_counts: np.ndarray
+    token_counts: np.ndarray  # every training token: a new head's bias starts at their log frequency
     precision: Precision
+    created_run_dir: bool = False  # removed again when the run cannot start
     teacher_top5: np.ndarray | None = field(default=None, repr=False)
 
 
@@ -63,7 +67,7 @@ def prepare(config: DistillConfig, say: Say = stderr_say) -> Prepared:
     check_output_dir(config.out, EVAL_FILE, OUTPUT_KIND)
     check_run_dir(config)
     say(f"loading teacher {config.teacher}")
-    teacher = load_teacher(config.teacher)
+    teacher = load_teacher(config.teacher, need_mlm_head=not config.teacher_free)
     layers = choose_layers(teacher.num_layers, config.student_layers, config.init_layers)
     max_length = min(config.max_length, int(teacher.checkpoint.config.max_position_embeddings))
     corpus = load_corpus(config.corpus, teacher.tokenizer, teacher.vocabulary, max_length, config.heldout_percent)
@@ -75,8 +79,11 @@ def prepare(config: DistillConfig, say: Say = stderr_say) -> Prepared:
     say(f"corpus: {corpus.files} files, {len(corpus.train)} training sequences ({tokens} tokens), "
         f"{len(eval_set.labels)} held-out sentences")
     precision = choose_precision(config.device, config.precision)
+    created = not config.run_path.exists()
     config.run_path.mkdir(parents=True, exist_ok=True)
-    return Prepared(config, teacher, layers, corpus, eval_set, word_counts(corpus.train, teacher.vocabulary), precision)
+    token_counts = np.bincount(np.concatenate(corpus.train), minlength=teacher.vocabulary.size)
+    return Prepared(config, teacher, layers, corpus, eval_set, word_counts(corpus.train, teacher.vocabulary), token_counts,
+                    precision, created)
 
 
 def check_run_dir(config: DistillConfig) -> None:
@@ -92,10 +99,14 @@ def build_distiller(prepared: Prepared, say: Say = stderr_say) -> Distiller:
     """The student initialised from the teacher, or the run resumed from its checkpoint."""
     config, teacher = prepared.config, prepared.teacher
     torch.manual_seed(config.seed)
-    student = init_student(teacher.model, prepared.layers)
+    student = init_student(teacher.model, prepared.layers, prepared.token_counts)
+    if not teacher.checkpoint.has_mlm_head:
+        say(f"{teacher.checkpoint.architecture} has no masked-LM head: a new one, tied to the word embeddings")
     frozen = freeze(student, config.freeze)
     if frozen:
         say(f"frozen: {len(frozen)} parameter tensors ({', '.join(config.freeze)})")
+    if config.trained_only:
+        check_sizes(trained_tensors(student, new_parameters(prepared)), max_file_bytes(config))
     target = teacher.model
     if config.teacher_free:
         target = copy.deepcopy(student).requires_grad_(False)
@@ -189,7 +200,12 @@ def distill(config: DistillConfig, say: Say = stderr_say) -> Result:
         torch.set_num_threads(config.threads)
     started = time.perf_counter()
     prepared = prepare(config, say)
-    distiller = build_distiller(prepared, say)
+    try:
+        distiller = build_distiller(prepared, say)
+    except InvalidOptionError:
+        if prepared.created_run_dir:  # a refused option (--freeze, --trained-only sizes) leaves nothing behind
+            shutil.rmtree(config.run_path, ignore_errors=True)
+        raise
     train(distiller, prepared, config.max_steps, say)
     final = evaluate(distiller, prepared)
     say(f"held-out after {distiller.step} steps: {render(final.as_dict())}")
@@ -232,13 +248,40 @@ def run_log(distiller: Distiller, prepared: Prepared, seconds: float) -> dict[st
     }
 
 
+def new_parameters(prepared: Prepared) -> tuple[str, ...]:
+    return () if prepared.teacher.checkpoint.has_mlm_head else HEAD_PARAMETERS
+
+
+def max_file_bytes(config: DistillConfig) -> int:
+    return int(config.max_file_mb * 1_000_000)
+
+
+def write_trained_only(student: Any, prepared: Prepared, staging: Path) -> None:
+    """The trained tensors and the student's config; trained_base.json says what they apply to."""
+    config = prepared.config
+    tensors = trained_tensors(student, new_parameters(prepared))
+    files = save_trained(tensors, staging, max_file_bytes(config), {"format": "pt", "base": config.teacher})
+    student.config.save_pretrained(staging)
+    write_base(staging, {
+        "base": config.teacher, "base_architecture": prepared.teacher.checkpoint.architecture,
+        "base_weights_sha256": prepared.teacher.weights_sha256, "init_layers": list(prepared.layers),
+        "files": [path.name for path in files], "tensors": len(tensors),
+        "parameters": sum(tensor.numel() for tensor in tensors.values()),
+        "how": "DistilBertForMaskedLM from the base (its layers init_layers, BERT renamed as model_export.distill.student "
+               "does), then each tensor replaces the parameter of its name",
+    })
+
+
 def write_output(distiller: Distiller, prepared: Prepared, final: Accuracy, seconds: float) -> Result:
     """The student and its tokenizer as a checkpoint directory, with the evaluation and the log."""
     out = prepared.config.out.expanduser().absolute()
     staging = make_staging_dir(out, EVAL_FILE, OUTPUT_KIND)
     try:
         student = distiller.student.to("cpu").eval()
-        student.save_pretrained(staging)
+        if prepared.config.trained_only:
+            write_trained_only(student, prepared, staging)
+        else:
+            student.save_pretrained(staging)
         prepared.teacher.tokenizer.save_pretrained(staging)
         summary, log = eval_summary(distiller, prepared, final), run_log(distiller, prepared, seconds)
         (staging / EVAL_FILE).write_text(json.dumps(summary, indent=2) + "\n")

@@ -14,7 +14,9 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from model_export.default_model.convert import ConversionError, convert_state_dict, distilbert_config
+import numpy as np
+
+from model_export.default_model.convert import HEAD_PARAMETERS, ConversionError, convert_state_dict, distilbert_config
 from model_export.errors import InvalidOptionError, UnsupportedArchitectureError
 
 _BERT_HEAD = {
@@ -43,10 +45,16 @@ def choose_layers(teacher_layers: int, count: int | None = None, which: Sequence
     return tuple(index * teacher_layers // count for index in range(count))
 
 
+def has_mlm_head(model: Any) -> bool:
+    return type(model).__name__.endswith("ForMaskedLM")
+
+
 def as_distilbert(teacher: Any) -> tuple[Any, dict[str, Any]]:
-    """The teacher's config and state dict in DistilBertForMaskedLM's layout (all its layers)."""
+    """The teacher's config and state dict in DistilBertForMaskedLM's layout (all its layers); a
+    plain encoder (BertModel, DistilBertModel) gives no head weights."""
     if teacher.config.model_type == "distilbert":
-        return copy.deepcopy(teacher.config), {key: value.detach().clone() for key, value in teacher.state_dict().items()}
+        prefix = "" if has_mlm_head(teacher) else "distilbert."
+        return copy.deepcopy(teacher.config), {prefix + key: value.detach().clone() for key, value in teacher.state_dict().items()}
     try:
         config = distilbert_config(teacher.config)
     except ConversionError as error:
@@ -56,12 +64,37 @@ def as_distilbert(teacher: Any) -> tuple[Any, dict[str, Any]]:
     config.tie_word_embeddings = teacher.config.tie_word_embeddings
     state = teacher.state_dict()
     converted = convert_state_dict(state, teacher.config.num_hidden_layers)
-    converted.update({ours: state[theirs].detach().clone().float() for ours, theirs in _BERT_HEAD.items()})
+    if has_mlm_head(teacher):
+        converted.update({ours: state[theirs].detach().clone().float() for ours, theirs in _BERT_HEAD.items()})
     return config, converted
 
 
-def init_student(teacher: Any, layers: Sequence[int]) -> Any:
-    """A DistilBertForMaskedLM whose layer i is the teacher's layer layers[i] (weights copied)."""
+def init_new_head(student: Any, token_counts: np.ndarray | None) -> None:
+    """A masked-LM head for an encoder that had none: identity transform and norm (the last hidden
+    states already carry each token's meaning), the projector tied to the word embeddings, and its
+    bias at the log unigram frequency of the training tokens, so step 0 starts near the
+    most-frequent-token baseline instead of uniform."""
+    import torch
+
+    head = student.vocab_transform.weight
+    with torch.no_grad():
+        head.copy_(torch.eye(head.shape[0]))
+        student.vocab_transform.bias.zero_()
+        student.vocab_layer_norm.weight.fill_(1.0)
+        student.vocab_layer_norm.bias.zero_()
+        bias = student.vocab_projector.bias
+        if token_counts is None:
+            bias.zero_()
+        else:
+            counts = np.zeros(bias.shape[0]) + 0.1
+            counts[: len(token_counts)] += token_counts[: bias.shape[0]]
+            log_frequency = torch.from_numpy(np.log(counts))
+            bias.copy_((log_frequency - log_frequency.max()).float())
+
+
+def init_student(teacher: Any, layers: Sequence[int], token_counts: np.ndarray | None = None) -> Any:
+    """A DistilBertForMaskedLM whose layer i is the teacher's layer layers[i] (weights copied). A
+    teacher without a masked-LM head gets a new one (init_new_head, from the training token counts)."""
     import transformers
 
     config, state = as_distilbert(teacher)
@@ -75,9 +108,15 @@ def init_student(teacher: Any, layers: Sequence[int]) -> Any:
         elif int(match.group(1)) in layers:
             student_state[f"distilbert.transformer.layer.{layers.index(int(match.group(1)))}.{match.group(2)}"] = value
     student = transformers.DistilBertForMaskedLM(config)
-    student.load_state_dict(student_state, strict=True)
-    if config.tie_word_embeddings:
+    new_head = not has_mlm_head(teacher)
+    result = student.load_state_dict(student_state, strict=not new_head)
+    if result.unexpected_keys or set(result.missing_keys) - {*HEAD_PARAMETERS, "vocab_projector.weight"}:
+        raise UnsupportedArchitectureError(f"the teacher's weights do not map onto the student: {result}")
+    if config.tie_word_embeddings or new_head:
+        config.tie_word_embeddings = True
         student.tie_weights()
+    if new_head:
+        init_new_head(student, token_counts)
     student.set_attn_implementation("sdpa")
     return student
 

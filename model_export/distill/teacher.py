@@ -48,14 +48,17 @@ class Teacher:
         return int(self.checkpoint.config.num_hidden_layers)
 
 
-def load_teacher(source: str) -> Teacher:
-    """The teacher in eval mode, without gradients, with sdpa attention (the exporter loads eager)."""
+def load_teacher(source: str, need_mlm_head: bool = True) -> Teacher:
+    """The teacher in eval mode, without gradients, with sdpa attention (the exporter loads eager).
+    Teacher-free runs may start from a plain encoder (BertModel, DistilBertModel): the student then
+    gets a new masked-LM head (student.init_student)."""
     resolved = resolve_source(source)
     checkpoint = load_checkpoint(resolved)
-    if not checkpoint.has_mlm_head:
+    if need_mlm_head and not checkpoint.has_mlm_head:
         raise NotMaskedLMError(
             f"{source}: a {checkpoint.architecture}, not a masked-LM; the teacher must be a BertForMaskedLM "
-            "or DistilBertForMaskedLM (its config.json architectures say which)"
+            "or DistilBertForMaskedLM (its config.json architectures say which), or pass --teacher-free to train "
+            "this encoder with a new masked-LM head"
         )
     model = checkpoint.model
     model.set_attn_implementation("sdpa")

@@ -75,30 +75,85 @@ def test_low_rank_updates_merge_into_their_linear_layer() -> None:
         apply_trained(model, {"distilbert.no_such.weight": down})
 
 
-def test_trainers_start_from_the_served_model(tmp_path: Path) -> None:
-    """At step 0 both methods compute what the converted model computes: the top-layers trainer from
-    its cached lower-layer outputs (fp16, so to ~1e-3), LoRA exactly (B starts at zero)."""
+def test_the_build_rebuilds_what_the_command_trained(tmp_path: Path) -> None:
+    """The distill command's student from MiniLM (a BertModel: new head, all six layers), with its
+    unfrozen layers and head changed as training would, written --trained-only and adopted as the
+    package's weight files: the build's conversion with those files computes what the student does."""
     import torch
 
     from model_export.default_model.convert import convert_minilm
-    from model_export.default_model.masking import pad
-    from model_export.default_model.train import LoRATrainer, TopLayersTrainer
+    from model_export.default_model.train import adopt
+    from model_export.default_model.weights import load_trained
+    from model_export.distill.student import freeze, init_student
+    from model_export.distill.teacher import load_teacher
+    from model_export.distill.trained import save_trained, trained_tensors
 
-    texts = ["It is a truth universally acknowledged, that a single man in possession of a good fortune must be in want of a wife.",
-             "Short one here.", "However little known the feelings or views of such a man may be on his first entering a neighbourhood."]
-    masked = mask_sequences(encode_paragraphs(load_tokenizer(), texts), seed=1)
-    batch = [0, 1, 2]
-    model = convert_minilm(minilm_dir())
-    ids, attention = (torch.from_numpy(a) for a in pad(masked, batch))
+    student = init_student(load_teacher(str(minilm_dir()), need_mlm_head=False).model, list(range(6)),
+                           token_counts=np.arange(30522)).eval()
+    freeze(student, ["embeddings", "0", "1"])
+    generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        full = model.distilbert(input_ids=ids, attention_mask=attention).last_hidden_state
-        rows = np.concatenate([np.full(len(masked[i].positions), row) for row, i in enumerate(batch)])
-        expected = full[rows, np.concatenate([masked[i].positions for i in batch])]
-        top, labels = TopLayersTrainer(model, masked, 2, tmp_path / "frozen.pt", lambda message: None).hidden(batch)
-        lora, _ = LoRATrainer(convert_minilm(minilm_dir()), masked, rank=4).hidden(batch)
-    assert labels.tolist() == np.concatenate([masked[i].labels for i in batch]).tolist()
-    assert float((top - expected).abs().max()) < 5e-3
-    assert float((lora - expected).abs().max()) < 1e-5
+        for parameter in student.parameters():
+            if parameter.requires_grad:
+                parameter.add_(0.02 * torch.randn(parameter.shape, generator=generator))
+    run_output, package = tmp_path / "run", tmp_path / "package"
+    run_output.mkdir()
+    package.mkdir()
+    (package / "mlm_lora.safetensors").write_bytes(b"stale")
+    save_trained(trained_tensors(student), run_output, MAX_FILE_BYTES, {"format": "pt"})
+    files = adopt(run_output, package)
+    assert [path.name for path in files] == [f"mlm_{name}.safetensors" for name in ("head", "layer2", "layer3", "layer4", "layer5")]
+    assert weight_files(package) == files, "the earlier training's weight files are gone"
+    assert sum(path.stat().st_size for path in files) < 20_000_000
+    built = convert_minilm(minilm_dir(), trained=load_trained(files))
+    ids = torch.tensor([[101, 7592, 1045, 1005, 1049, 1037, 103, 2944, 1012, 102]])
+    with torch.no_grad():
+        expected, actual = student(input_ids=ids).logits, built(input_ids=ids).logits
+    assert float((expected - actual).abs().max()) < 0.05 * float(expected.abs().max())
+    assert torch.equal(expected[0, 6].topk(5).indices, actual[0, 6].topk(5).indices)
+
+
+def test_train_demo_runs_the_distill_command_teacher_free() -> None:
+    """`make train-demo` is the distill command: its options, printed into the log as a command line,
+    parse back into the very configuration the training passes to it."""
+    from model_export.default_model.train import TrainConfig, command_line
+    from model_export.distill.__main__ import build_parser, make_config
+
+    config = TrainConfig().distill_config(Path("text"), Path("out"))
+    assert config.teacher == str(minilm_dir()) and config.teacher_free and config.trained_only
+    assert "embeddings" in config.freeze
+    parsed = make_config(vars(build_parser().parse_args(command_line(config))))
+    assert parsed.run_defining() == config.run_defining()
+    assert (parsed.trained_only, parsed.max_file_mb) == (config.trained_only, config.max_file_mb)
+
+
+def test_the_gpu_kit_script_runs_the_same_training_on_cuda(tmp_path: Path) -> None:
+    """The GPU host's one command is the demo's training with the GPU settings: its arguments parse
+    into GPU_CONFIG's configuration, on CUDA, with its output bounded for the trip back."""
+    import shlex
+
+    from model_export.default_model.train import GPU_CONFIG, write_kit_script
+    from model_export.distill.__main__ import build_parser, make_config
+
+    script = write_kit_script(tmp_path).read_text()
+    line = next(line for line in script.splitlines() if "model_export.distill" in line)
+    arguments = shlex.split(line.split("model_export.distill", 1)[1].split("2>&1")[0].replace('"$@"', ""))
+    parsed = make_config(vars(build_parser().parse_args(arguments)))
+    expected = GPU_CONFIG.distill_config(Path("$KIT/corpus.npz"), Path("/tmp/demo-student"))
+    assert parsed.device == "cuda" and parsed.trained_only and parsed.corpus == ("$KIT/corpus.npz",)
+    for name in ("teacher_free", "freeze", "max_steps", "batch_tokens", "lr", "alpha_mlm", "alpha_cos", "student_layers"):
+        assert getattr(parsed, name) == getattr(expected, name), name
+    assert "split -b 15000000" in script, "files of at most 16 MB come back"
+
+
+def test_a_training_replaces_the_shipped_weights_only_if_at_least_as_good() -> None:
+    from model_export.default_model.train import GATE, at_least_as_good
+
+    shipped = {"accuracy": json.loads(TRAINING_LOG.read_text())["accuracy"]}
+    top1 = shipped["accuracy"][GATE]["top1"]
+    assert not at_least_as_good({GATE: {"top1": top1 - 0.01}}, shipped)
+    assert at_least_as_good({GATE: {"top1": top1}}, shipped)
+    assert at_least_as_good({GATE: {"top1": 0.0}}, None), "nothing shipped yet: any training is adopted"
 
 
 def test_training_log_beats_the_baselines_and_matches_the_card() -> None:
