@@ -105,6 +105,19 @@ class Parity(_Strict):
     gate: str = Field(description="The gate this variant passed, in words.")
 
 
+class Int8Receipt(_Strict):
+    """How the int8 file was quantized, and which products the exporter's search kept in float32."""
+
+    method: str = Field(description="The quantization, in words.")
+    calibration_sentences: int = Field(description="Sentences whose activation ranges chose the outlier channels.")
+    smoothed_nodes: int = Field(description="Products whose outlier input channels were migrated into their weights.")
+    quantized_nodes: int = Field(description="Matrix products computed in int8.")
+    excluded_nodes: list[str] = Field(
+        description="Graph nodes kept in float32: the fewest the exporter's sensitivity search needed to pass the gate."
+    )
+    search_evaluations: int = Field(description="Quantize-and-measure rounds the search took.")
+
+
 class Variant(_Strict):
     file: str
     sha256: str
@@ -116,6 +129,7 @@ class Variant(_Strict):
     parity: Parity
     intended_providers: list[str] = Field(description="The providers that serve this variant, those that prefer it first.")
     quantization: str | None = Field(default=None, description="int8 only: which operators were quantized.")
+    int8: Int8Receipt | None = Field(default=None, description="int8 only: the quantization's receipt. None in manifests that predate it.")
 
 
 class Manifest(_Strict):
