@@ -37,7 +37,7 @@ TENSORRT_PROVIDER = "TensorrtExecutionProvider"
 # first one a model directory has, and every manifest's intended_providers is read from it. CUDA runs
 # the fp16 graph. TensorRT takes the fp32 graph and builds its own fp16 engine (trt_fp16_enable), so a
 # pre-converted fp16 graph is only its fallback. CPU serves fp32, exact against PyTorch; int8 (about
-# 2x faster, cosine >= 0.99) is one setting away.
+# 1.6x faster, cosine >= 0.99) is one setting away.
 VARIANTS_BY_PROVIDER: dict[str, tuple[VariantName, ...]] = {
     CPU_PROVIDER: ("fp32", "int8"),
     CUDA_PROVIDER: ("fp16", "fp32"),

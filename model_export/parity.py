@@ -43,9 +43,9 @@ class Gate:
     top5_identical: bool = False
     top1_identical: bool = False
     min_top1_agreement: float | None = None
-    # Cosine and top-1 hold however the server batches: each sentence alone and in length-sorted batches
-    # of EXTRA_BATCH_SIZES as well as in the one padded batch. Dynamic int8 needs it: each run scales its
-    # activations by that run's range, so a sentence's answer moves with its batch's company.
+    # Cosine and top-1 also checked in length-sorted batches of EXTRA_BATCH_SIZES (1: each sentence
+    # alone), as the server batches, besides the one padded batch. Dynamic int8 needs it: each run scales
+    # its activations by that run's range, so a sentence's answer moves with its batch's company.
     every_batching: bool = False
 
     def describe(self, has_mlm: bool) -> str:
