@@ -55,7 +55,7 @@ TENSORRT_PROVIDER = "TensorrtExecutionProvider"
 # the fp16 graph; the packed fp16 graph (padding-free) is its opt-in until a GPU run shows it pays.
 # TensorRT takes the unfused fp32 graph, whose plain ONNX ops it compiles whole, and builds its own fp16
 # engine (trt_fp16_enable); the fused fp32 graph, then fp16, are its fallbacks. CPU serves fp32, exact
-# against PyTorch; int8 (about 2x faster, cosine >= 0.99) is one setting away.
+# against PyTorch; int8 (about 1.6x faster, cosine >= 0.99) is one setting away.
 VARIANTS_BY_PROVIDER: dict[str, tuple[VariantName, ...]] = {
     CPU_PROVIDER: ("fp32", "int8"),
     CUDA_PROVIDER: ("fp16", "fp32", "fp16-packed"),
@@ -147,6 +147,19 @@ class Classifier(_Strict):
         return self
 
 
+class Int8Receipt(_Strict):
+    """How the int8 file was quantized, and which products the exporter's search kept in float32."""
+
+    method: str = Field(description="The quantization, in words.")
+    calibration_sentences: int = Field(description="Sentences whose activation ranges chose the outlier channels.")
+    smoothed_nodes: int = Field(description="Products whose outlier input channels were migrated into their weights.")
+    quantized_nodes: int = Field(description="Matrix products computed in int8.")
+    excluded_nodes: list[str] = Field(
+        description="Graph nodes kept in float32: the fewest the exporter's sensitivity search needed to pass the gate."
+    )
+    search_evaluations: int = Field(description="Quantize-and-measure rounds the search took.")
+
+
 class Variant(_Strict):
     file: str
     sha256: str
@@ -161,6 +174,7 @@ class Variant(_Strict):
     )
     intended_providers: list[str] = Field(description="The providers that serve this variant, those that prefer it first.")
     quantization: str | None = Field(default=None, description="int8 only: which operators were quantized.")
+    int8: Int8Receipt | None = Field(default=None, description="int8 only: the quantization's receipt. None in manifests that predate it.")
 
 
 class Manifest(_Strict):

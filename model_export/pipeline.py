@@ -34,6 +34,7 @@ from model_export.manifest import (
     TOKENIZER_FILE,
     Architecture,
     Classifier,
+    Int8Receipt,
     Manifest,
     Parity,
     Source,
@@ -47,7 +48,8 @@ from model_export.manifest import (
 )
 from model_export.parity import GATES, Reference, compute_classifier_reference, compute_reference, measure
 from model_export.staging import make_staging_dir, move_into_place
-from model_export.variants import DTYPES, INT8_SCOPES, VARIANT_NAMES, build_variant, variant_file
+from model_export.quantize import build_int8
+from model_export.variants import DTYPES, VARIANT_NAMES, build_variant, variant_file
 
 Progress = Callable[[str], None]
 MAX_LENGTH_CAP = 512
@@ -138,7 +140,7 @@ class _Passed:
 
     path: Path
     parity: Parity | None  # None: no gate can run here (the packed graph; gated on CUDA)
-    int8_scope: str | None
+    int8: Int8Receipt | None
 
 
 def _load(source: str, options: ExportOptions, say: Progress) -> _Loaded:
@@ -250,36 +252,46 @@ def _build_variants(
 def _first_passing_build(
     name: str, optimized: _Optimized, reference: Reference, path: Path, notes: list[str], say: Progress
 ) -> _Passed | None:
-    """Build `name` at `path` and measure it; int8 retries with narrower scopes. None if every try missed."""
-    gated_as = gate_name(name)
-    scopes = list(INT8_SCOPES) if name == "int8" else [None]
-    for attempt, scope in enumerate(scopes, start=1):
-        _make_variant(name, scope, optimized, path, say)
-        if gated_as is None:
-            say(f"not validating {name}: {NEEDS_CUDA}")
-            return _Passed(path, None, None)
-        gate = GATES[gated_as]
-        parity = measure(path, reference, gate)
-        say(f"validating {name}: {describe_parity(parity)}")
-        missed = gate.failures(parity)
-        if not missed:
-            return _Passed(path, parity, scope)
-        reason = f"{name}{f' ({scope} quantized)' if scope else ''} missed its gate ({'; '.join(missed)})"
-        reason += "; not written" if attempt == len(scopes) else "; retrying with a narrower quantization"
-        notes.append(reason)
-        say(reason)
-    return None
-
-
-def _make_variant(name: str, int8_scope: str | None, optimized: _Optimized, path: Path, say: Progress) -> None:
+    """Build `name` at `path` and measure it against its gate. None if it missed."""
+    if name == "int8":
+        return _searched_int8(optimized.path, reference, path, notes, say)
     if name == "fp32":
         shutil.copyfile(optimized.path, path)
-        return
-    say(f"quantizing int8 ({INT8_SCOPES[int8_scope]})" if int8_scope else f"converting {name}")
-    if name in GPU_VARIANT_NAMES and optimized.raw_path is not None:
-        build_gpu_variant(name, optimized.raw_path, optimized.path, path)
-        return
-    build_variant(name, optimized.path, path, int8_scope or "all")
+    else:
+        say(f"converting {name}")
+        if name in GPU_VARIANT_NAMES and optimized.raw_path is not None:
+            build_gpu_variant(name, optimized.raw_path, optimized.path, path)
+        else:
+            build_variant(name, optimized.path, path)
+    gated_as = gate_name(name)
+    if gated_as is None:
+        say(f"not validating {name}: {NEEDS_CUDA}")
+        return _Passed(path, None, None)
+    gate = GATES[gated_as]
+    parity = measure(path, reference, gate)
+    say(f"validating {name}: {describe_parity(parity)}")
+    return _passed_or_noted(name, path, parity, gate.failures(parity), None, notes, say)
+
+
+def _searched_int8(optimized_path: Path, reference: Reference, path: Path, notes: list[str], say: Progress) -> _Passed | None:
+    say("quantizing int8 (outlier channels smoothed, dynamic per-channel), searching which products must stay fp32")
+    built = build_int8(optimized_path, path, reference, GATES["int8"], reference.calibration_feeds, path.parent)
+    receipt = built.receipt
+    kept = f"{len(receipt.excluded_nodes)} kept fp32" + (f" ({', '.join(receipt.excluded_nodes)})" if receipt.excluded_nodes else "")
+    say(f"validating int8: {describe_parity(built.parity)}; {receipt.quantized_nodes} products int8, {kept}, {receipt.search_evaluations} trials")
+    missed = [*built.missed, f"{kept}, the most the search allows"] if built.missed else []
+    return _passed_or_noted("int8", path, built.parity, missed, receipt, notes, say)
+
+
+def _passed_or_noted(
+    name: str, path: Path, parity: Parity, missed: list[str], int8: Int8Receipt | None, notes: list[str], say: Progress
+) -> _Passed | None:
+    if not missed:
+        return _Passed(path, parity, int8)
+    reason = f"{name} missed its gate ({'; '.join(missed)}); not written"
+    notes.append(reason)
+    say(reason)
+    return None
 
 
 def _keep_variant(name: str, passed: _Passed, staging: Path, opset: int, fusion_asserted: bool) -> Variant:
@@ -296,7 +308,8 @@ def _keep_variant(name: str, passed: _Passed, staging: Path, opset: int, fusion_
         parity=passed.parity,
         gate_pending=NEEDS_CUDA if passed.parity is None else None,
         intended_providers=intended_providers(name),
-        quantization=INT8_SCOPES[passed.int8_scope] if passed.int8_scope else None,
+        quantization=passed.int8.method if passed.int8 else None,
+        int8=passed.int8,
     )
 
 

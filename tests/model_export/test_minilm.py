@@ -54,3 +54,41 @@ def test_every_variant_passed_its_gate(minilm_model_dir: Path) -> None:
     assert manifest.tasks == ["embed"]
     assert (manifest.max_length, manifest.max_length_source) == (256, "sentence_bert_config.json max_seq_length")
     assert manifest.variants["fp32"].fused_ops["Attention"] == 6
+
+
+def test_int8_quantizes_every_product_but_the_few_the_search_kept_and_passes_its_gate(minilm_model_dir: Path) -> None:
+    """The int8 file's receipt matches its graph: the products it lists as kept are the float ones, the
+    rest are integer ops, and the exclusions are few (without the outlier smoothing the gate needed 9 of 24)."""
+    import onnx
+
+    from model_export.manifest import verify_model_dir
+    from model_export.parity import GATES
+
+    int8 = verify_model_dir(minilm_model_dir).variants["int8"]
+    receipt = int8.int8
+    assert receipt is not None and GATES["int8"].failures(int8.parity) == []
+    assert int8.parity.embedding_min_cosine >= 0.99 and "length-sorted batches" in int8.parity.gate
+    graph = onnx.load(str(minilm_model_dir / int8.file)).graph
+    float_products = {node.name for node in graph.node if node.op_type in ("MatMul", "Attention")}
+    integer_products = [node for node in graph.node if node.op_type in ("MatMulInteger", "DynamicQuantizeMatMul", "QAttention")]
+    assert set(receipt.excluded_nodes) <= float_products
+    assert len(integer_products) == receipt.quantized_nodes
+    assert receipt.quantized_nodes + len(receipt.excluded_nodes) == 6 * 4  # per layer: attention, output, up, down
+    assert len(receipt.excluded_nodes) <= 3
+    assert receipt.smoothed_nodes > 0
+
+
+def test_int8_stays_near_its_gate_in_batchings_the_gate_did_not_see(minilm_model_dir: Path) -> None:
+    """Dynamic int8 scales each run's activations by that run's range, so a sentence's cosine moves with
+    its batch's company. The gate holds 0.99 in the batchings it measures (one padded batch, length-sorted
+    batches of 1-8); the STS-B embedder groups by characters instead, where the worst sentence measured
+    0.9899 to 0.9918 across batch sizes 1-64. Far below that would mean the gate's batchings stopped
+    being representative."""
+    from model_export.parity import validation_sentences
+
+    sentences = validation_sentences(None)
+    for batch_size in (3, 8, 64):
+        ours = embed(minilm_model_dir, "int8", sentences, batch_size)
+        theirs = embed(minilm_model_dir, "fp32", sentences, batch_size)  # fp32 is within 1e-5 of PyTorch
+        cosine = (ours * theirs).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(theirs, axis=1)
+        assert cosine.min() >= 0.985, batch_size

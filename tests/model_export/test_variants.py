@@ -5,12 +5,12 @@ from pathlib import Path
 import pytest
 
 from model_export.errors import InvalidOptionError
-from model_export.variants import build_variant, quantize_int8
+from model_export.variants import build_variant
 
 
-def test_unknown_int8_scope_is_a_typed_error(tmp_path: Path) -> None:
-    with pytest.raises(InvalidOptionError, match="'everything'; choose from all, attention"):
-        quantize_int8(tmp_path / "model.onnx", tmp_path / "model.int8.onnx", scope="everything")
+def test_int8_is_left_to_the_searching_quantizer(tmp_path: Path) -> None:
+    with pytest.raises(InvalidOptionError, match="model_export.quantize.build_int8"):
+        build_variant("int8", tmp_path / "model.onnx", tmp_path / "model.int8.onnx")
 
 
 @pytest.mark.parametrize("name", ["fp32", "fp8"])
