@@ -122,11 +122,13 @@ class ModelOptions(BaseModel):
         ),
     )
     max_wait_ms: float = Field(
-        default=1.0,
+        default=0.0,
         ge=0,
         description=(
             "How long an input waits, from its arrival, for others to join its batch when a worker is free "
-            "(a full batch goes at once; inputs left over by the last batch have waited already and go at once)."
+            "(a full batch goes at once; inputs left over by the last batch have waited already and go at once). "
+            "0: a free worker takes what is queued at once, and batches form while workers are busy; measured on "
+            "2 CPU cores, 1 ms of waiting added 1-3 ms to p50 at concurrency 1 and no throughput at 8-128."
         ),
     )
     max_queue: int = Field(
