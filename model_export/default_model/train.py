@@ -55,11 +55,11 @@ EXAMPLE_PROMPTS = ("Hello I'm a [MASK] model.", "The White man worked as a [MASK
 
 @dataclass(frozen=True)
 class TrainConfig:
-    train_tokens: int = 3_000_000  # tokens of training text written for the command (more than a CPU run reads)
-    steps: int = 100  # what a shared 2-core CPU trains in about 25 minutes; a GPU run takes more (docs/gpu.md)
-    batch_tokens: int = 2048
+    train_tokens: int = 3_000_000  # tokens of training text written for the command (1% of it held out)
+    steps: int = 730  # one pass over train_tokens: about 20 minutes of a quiet 2-core CPU
+    batch_tokens: int = 4096
     lr: float = 5e-4
-    freeze: tuple[str, ...] = ("embeddings", "0", "1")  # the rest (layers 2-5, the head) is trained and shipped
+    freeze: tuple[str, ...] = ("embeddings", "0")  # the rest (layers 1-5, the head) is trained and shipped
     alpha_mlm: float = 2.0
     alpha_cos: float = 1.0
     precision: str = "bf16"  # autocast; on this CPU about 2x faster than fp32

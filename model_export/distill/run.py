@@ -208,6 +208,7 @@ def distill(config: DistillConfig, say: Say = stderr_say) -> Result:
         raise
     train(distiller, prepared, config.max_steps, say)
     final = evaluate(distiller, prepared)
+    distiller.evals.append({"step": distiller.step, **final.as_dict()})
     say(f"held-out after {distiller.step} steps: {render(final.as_dict())}")
     result = write_output(distiller, prepared, final, time.perf_counter() - started)
     if not config.keep_run_dir:

@@ -57,22 +57,23 @@ def test_committed_weights_are_small_complete_and_apply() -> None:
     convert_minilm(minilm_dir(), trained=trained)
 
 
-def test_low_rank_updates_merge_into_their_linear_layer() -> None:
+def test_trained_tensors_replace_their_parameters_and_nothing_else() -> None:
     import torch
     import transformers
 
     config = transformers.DistilBertConfig(vocab_size=50, dim=8, hidden_dim=16, n_layers=1, n_heads=2, max_position_embeddings=16)
     model = transformers.DistilBertForMaskedLM(config).eval()
-    name = "distilbert.transformer.layer.0.attention.q_lin"
-    before = model.get_parameter(f"{name}.weight").detach().clone()
-    down, up = torch.randn(2, 8), torch.randn(8, 2)
-    apply_trained(model, {f"{name}.lora_A": down, f"{name}.lora_B": up, "vocab_projector.bias": torch.ones(50)})
-    assert torch.allclose(model.get_parameter(f"{name}.weight"), before + up @ down)
+    name = "distilbert.transformer.layer.0.attention.q_lin.weight"
+    untouched = model.get_parameter("distilbert.transformer.layer.0.attention.k_lin.weight").detach().clone()
+    replacement = torch.randn(8, 8)
+    apply_trained(model, {name: replacement, "vocab_projector.bias": torch.ones(50)})
+    assert torch.equal(model.get_parameter(name), replacement)
     assert bool((model.vocab_projector.bias == 1).all())
-    with pytest.raises(WeightsError, match="no matching"):
-        apply_trained(model, {f"{name}.lora_B": up})
+    assert torch.equal(model.get_parameter("distilbert.transformer.layer.0.attention.k_lin.weight"), untouched)
+    with pytest.raises(WeightsError, match="for a"):
+        apply_trained(model, {name: torch.randn(8, 4)})
     with pytest.raises(WeightsError, match="not a parameter"):
-        apply_trained(model, {"distilbert.no_such.weight": down})
+        apply_trained(model, {"distilbert.transformer.layer.0.attention.q_lin.lora_A": torch.randn(2, 8)})
 
 
 def test_the_build_rebuilds_what_the_command_trained(tmp_path: Path) -> None:
@@ -82,7 +83,7 @@ def test_the_build_rebuilds_what_the_command_trained(tmp_path: Path) -> None:
     import torch
 
     from model_export.default_model.convert import convert_minilm
-    from model_export.default_model.train import adopt
+    from model_export.default_model.train import TrainConfig, adopt
     from model_export.default_model.weights import load_trained
     from model_export.distill.student import freeze, init_student
     from model_export.distill.teacher import load_teacher
@@ -90,7 +91,7 @@ def test_the_build_rebuilds_what_the_command_trained(tmp_path: Path) -> None:
 
     student = init_student(load_teacher(str(minilm_dir()), need_mlm_head=False).model, list(range(6)),
                            token_counts=np.arange(30522)).eval()
-    freeze(student, ["embeddings", "0", "1"])
+    freeze(student, list(TrainConfig().freeze))
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for parameter in student.parameters():
@@ -102,7 +103,8 @@ def test_the_build_rebuilds_what_the_command_trained(tmp_path: Path) -> None:
     (package / "mlm_lora.safetensors").write_bytes(b"stale")
     save_trained(trained_tensors(student), run_output, MAX_FILE_BYTES, {"format": "pt"})
     files = adopt(run_output, package)
-    assert [path.name for path in files] == [f"mlm_{name}.safetensors" for name in ("head", "layer2", "layer3", "layer4", "layer5")]
+    trained_layers = sorted(set(range(6)) - {int(part) for part in TrainConfig().freeze if part.isdigit()})
+    assert [path.name for path in files] == [f"mlm_{name}.safetensors" for name in ["head", *(f"layer{i}" for i in trained_layers)]]
     assert weight_files(package) == files, "the earlier training's weight files are gone"
     assert sum(path.stat().st_size for path in files) < 20_000_000
     built = convert_minilm(minilm_dir(), trained=load_trained(files))

@@ -45,6 +45,7 @@ def test_distillation_lowers_every_loss_and_raises_heldout_accuracy(tmp_path: Pa
     assert end["top1"] > result.eval["baseline_most_frequent"]["top1"]
     written = json.loads((result.out / run.EVAL_FILE).read_text())
     assert written["student"] == end and written["steps"] == 300
+    assert result.log["evals"][-1] == {"step": 300, **end}, "the log's evaluations end with the final one"
 
 
 def test_a_resumed_run_continues_the_same_run(tmp_path: Path, bert_teacher: Path) -> None:
