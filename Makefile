@@ -18,7 +18,7 @@ GPU_CHECK_OUT ?= gpu-check-results
 GPU_CHECK_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: serve test test-fast export bench gpu-check distill default-model train-demo clean
+.PHONY: serve test test-fast export bench gpu-check distill default-model train-demo train-head clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,9 @@ default-model: $(STAMP)
 # The demo fill-mask model, trained by `python -m model_export.distill` (teacher-free, from all-MiniLM-L6-v2).
 train-demo: $(STAMP)
 	$(PY) -m model_export.default_model train
+
+# The target's earlier name, from when only the demo's head was trained.
+train-head: train-demo
 
 clean:
 	rm -rf $(VENV) models .pytest_cache
